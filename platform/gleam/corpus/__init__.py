@@ -1,0 +1,1 @@
+"""Corpus stage: dataset adapters, the synthetic world and the Ray Data `prepare` job."""

@@ -1,0 +1,130 @@
+"""Arrow schemas and enums of the prepared corpus: the single source of truth (DESIGN.md section 3).
+
+Every stage reads and writes through these definitions, so a column added here is added everywhere.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+class Modality(str, Enum):
+    """A view of a place. Satellite tiles are the reference gallery; the others are query views."""
+
+    SATELLITE = "satellite"
+    DRONE = "drone"
+    STREETMAP = "streetmap"
+    PANORAMA = "panorama"
+    GROUND = "ground"
+
+    @classmethod
+    def query_modalities(cls) -> tuple[Modality, ...]:
+        return tuple(m for m in cls if m is not cls.SATELLITE)
+
+    @classmethod
+    def parse(cls, value: str) -> Modality:
+        """Parse a modality name, tolerating case and surrounding blanks; raise ValueError otherwise."""
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            allowed = ", ".join(m.value for m in cls)
+            raise ValueError(f"unknown modality {value!r} (expected one of: {allowed})") from None
+
+
+class Split(str, Enum):
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+class Role(str, Enum):
+    """What an input was listed as."""
+
+    TILE = "tile"
+    QUERY = "query"
+
+
+class RejectReason(str, Enum):
+    """Stable reason codes for rejected inputs; tooling and dashboards key on these strings."""
+
+    READ_ERROR = "read_error"  # the object could not be read from the store
+    EMPTY_FILE = "empty_file"  # zero bytes
+    NOT_AN_IMAGE = "not_an_image"  # no image format recognised
+    DECODE_ERROR = "decode_error"  # recognised but corrupt or truncated
+    TOO_SMALL = "too_small"  # a side below the configured minimum
+    TOO_LARGE = "too_large"  # a side above the configured maximum
+    PIXEL_LIMIT = "pixel_limit"  # more pixels than allowed (decompression-bomb guard)
+    UNKNOWN_MODALITY = "unknown_modality"
+    MISSING_PAIR = "missing_pair"  # a query whose satellite tile is absent or rejected
+    MISSING_FILE = "missing_file"  # a manifest row naming a file that does not exist
+    BAD_RECORD = "bad_record"  # a manifest row that cannot be parsed
+    DUPLICATE = "duplicate"  # same bytes (sha256) as an image already kept
+
+
+TILES_SCHEMA = pa.schema(
+    [
+        pa.field("tile_id", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
+        pa.field("location_id", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+    ]
+)
+
+QUERIES_SCHEMA = pa.schema(
+    [
+        pa.field("query_id", pa.string(), nullable=False),
+        pa.field("modality", pa.string(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("tile_id", pa.string(), nullable=False),
+        pa.field("location_id", pa.string(), nullable=False),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+    ]
+)
+
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),  # what the input was listed as: tile or query
+        pa.field("record_id", pa.string(), nullable=False),
+    ]
+)
+
+# What an adapter lists: one row per input, before any byte is read. `role` is tile or query; a non-null
+# `reason` means the row was already rejected while listing (e.g. an unknown modality in a manifest).
+LISTING_SCHEMA = pa.schema(
+    [
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("record_id", pa.string(), nullable=False),
+        pa.field("modality", pa.string()),
+        pa.field("tile_id", pa.string()),
+        pa.field("location_id", pa.string()),
+        pa.field("lat", pa.float64()),
+        pa.field("lon", pa.float64()),
+        pa.field("split", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_uri", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)

@@ -1,0 +1,234 @@
+"""One way to reach data wherever it lives: a plain path, `file://` or `s3://bucket/key`.
+
+Every URI resolves to a pyarrow filesystem plus a path, so Ray Data, Parquet and our own small reads
+share one code path. S3 goes through s3fs with endpoint, region and credentials from the environment
+(`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, `AWS_REGION`), never from configs.
+
+Writes of single objects are atomic (temp file + rename locally; S3 PUTs are atomic by nature), and a
+result made of many files is published by writing a marker or pointer file last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+S3_SCHEMES = ("s3://", "s3a://")
+
+
+class StorageError(RuntimeError):
+    """A store operation failed; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    uri: str
+    size: int
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith(S3_SCHEMES)
+
+
+def is_local(uri: str) -> bool:
+    return not is_s3(uri)
+
+
+def normalize(uri: str | os.PathLike[str]) -> str:
+    """A canonical URI: `s3://bucket/key` (no trailing slash) or an absolute local path."""
+    text = os.fspath(uri)
+    if is_s3(text):
+        scheme, rest = text.split("://", 1)
+        return "s3://" + rest.strip("/")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return str(Path(text).expanduser().resolve())
+
+
+def join(base: str | os.PathLike[str], *parts: str) -> str:
+    """Join path parts onto a URI without ever producing `//` in an S3 key."""
+    base = normalize(base)
+    clean = [p.strip("/") for p in parts if p and p.strip("/")]
+    if is_s3(base):
+        return "/".join([base, *clean])
+    return str(Path(base, *clean))
+
+
+def parent(uri: str) -> str:
+    uri = normalize(uri)
+    if is_s3(uri):
+        head = uri[len("s3://") :]
+        return "s3://" + posixpath.dirname(head)
+    return str(Path(uri).parent)
+
+
+def basename(uri: str) -> str:
+    return posixpath.basename(normalize(uri).rstrip("/")) if is_s3(uri) else Path(uri).name
+
+
+def relative_to(uri: str, base: str) -> str:
+    """The part of `uri` below `base`, with forward slashes."""
+    uri, base = normalize(uri), normalize(base)
+    if not (uri == base or uri.startswith(base.rstrip("/") + ("/" if is_s3(base) else os.sep))):
+        raise StorageError(f"{uri} is not under {base}")
+    return uri[len(base) :].lstrip("/").replace(os.sep, "/")
+
+
+def s3_settings() -> tuple[str | None, str | None]:
+    """(endpoint, region) from the environment; credentials stay with botocore's own lookup."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    return endpoint, region
+
+
+@lru_cache(maxsize=8)
+def _s3_filesystem(endpoint: str | None, region: str | None, key_id: str | None) -> pafs.FileSystem:
+    import s3fs  # imported lazily: local-only users never pay for botocore
+
+    client_kwargs: dict[str, Any] = {}
+    if region:
+        client_kwargs["region_name"] = region
+    # key_id is part of the cache key only, so rotated credentials get a fresh client.
+    del key_id
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, client_kwargs=client_kwargs, skip_instance_cache=True)
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+
+def filesystem_for(uri: str) -> pafs.FileSystem:
+    if is_s3(uri):
+        endpoint, region = s3_settings()
+        return _s3_filesystem(endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"))
+    return pafs.LocalFileSystem()
+
+
+def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    """URI -> (pyarrow filesystem, path inside it). S3 paths are `bucket/key`."""
+    uri = normalize(uri)
+    if is_s3(uri):
+        return filesystem_for(uri), uri[len("s3://") :]
+    return filesystem_for(uri), uri
+
+
+def exists(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(uri: str) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = resolve(uri)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except FileNotFoundError as exc:
+        raise StorageError(f"not found: {uri}") from exc
+    except OSError as exc:
+        raise StorageError(f"cannot read {uri}: {exc}") from exc
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def read_json(uri: str) -> Any:
+    return json.loads(read_text(uri))
+
+
+def write_bytes(uri: str, data: bytes) -> str:
+    """Write an object atomically: a reader sees the old content or the new one, never a part."""
+    uri = normalize(uri)
+    fs, path = resolve(uri)
+    try:
+        if is_s3(uri):
+            with fs.open_output_stream(path) as out:  # one PUT on close: atomic on S3
+                out.write(data)
+            return uri
+        fs.create_dir(posixpath.dirname(path) if os.sep == "/" else str(Path(path).parent), recursive=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
+    return uri
+
+
+def write_text(uri: str, text: str) -> str:
+    return write_bytes(uri, text.encode("utf-8"))
+
+
+def write_json(uri: str, payload: Any) -> str:
+    return write_text(uri, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def list_files(uri: str) -> list[FileEntry]:
+    """Every file below `uri` (recursive), sorted by URI; an absent prefix lists as empty."""
+    uri = normalize(uri)
+    fs, path = resolve(uri)
+    selector = pafs.FileSelector(path, recursive=True, allow_not_found=True)
+    try:
+        infos = fs.get_file_info(selector)
+    except OSError as exc:
+        raise StorageError(f"cannot list {uri}: {exc}") from exc
+    prefix = "s3://" if is_s3(uri) else ""
+    entries = [FileEntry(prefix + info.path, info.size or 0) for info in infos if info.type == pafs.FileType.File]
+    return sorted(entries, key=lambda e: e.uri)
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the immediate sub-folders of `uri`, sorted."""
+    uri = normalize(uri)
+    fs, path = resolve(uri)
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+    return sorted(posixpath.basename(i.path.rstrip("/")) for i in infos if i.type == pafs.FileType.Directory)
+
+
+def makedirs(uri: str) -> None:
+    fs, path = resolve(uri)
+    if is_local(uri):
+        fs.create_dir(path, recursive=True)
+
+
+def delete(uri: str) -> None:
+    """Remove a file or a whole folder; absent is fine (deleting is how a re-run starts clean)."""
+    fs, path = resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        fs.delete_file(path)
+    elif info.type == pafs.FileType.Directory:
+        fs.delete_dir(path)
+    elif is_s3(uri):  # S3 "folders" may exist only as a key prefix
+        for entry in list_files(uri):
+            fs.delete_file(resolve(entry.uri)[1])
+
+
+def upload_tree(local_dir: str | os.PathLike[str], uri: str) -> int:
+    """Copy a local folder to a store URI (used to stage raw data); returns the number of files."""
+    local_dir = Path(local_dir)
+    count = 0
+    for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+        write_bytes(join(uri, file.relative_to(local_dir).as_posix()), file.read_bytes())
+        count += 1
+    return count
+
+
+def gleam_home() -> Path:
+    """Where the embedded defaults live (`.gleam/` in the working directory unless GLEAM_HOME says)."""
+    return Path(os.environ.get("GLEAM_HOME", ".gleam")).expanduser().resolve()
+
+
+def default_store() -> str:
+    """The object store root: `GLEAM_STORE` (e.g. `s3://bucket/gleam`) or `.gleam/store`."""
+    return normalize(os.environ.get("GLEAM_STORE") or str(gleam_home() / "store"))
