@@ -46,7 +46,7 @@ def normalize(uri: str | os.PathLike[str]) -> str:
     """A canonical URI: `s3://bucket/key` (no trailing slash) or an absolute local path."""
     text = os.fspath(uri)
     if is_s3(text):
-        scheme, rest = text.split("://", 1)
+        _, rest = text.split("://", 1)
         return "s3://" + rest.strip("/")
     if text.startswith("file://"):
         text = text[len("file://") :]
@@ -183,7 +183,9 @@ def list_files(uri: str) -> list[FileEntry]:
     except OSError as exc:
         raise StorageError(f"cannot list {uri}: {exc}") from exc
     prefix = "s3://" if is_s3(uri) else ""
-    entries = [FileEntry(prefix + info.path, info.size or 0) for info in infos if info.type == pafs.FileType.File]
+    entries = [
+        FileEntry(prefix + info.path, info.size or 0) for info in infos if info.type == pafs.FileType.File
+    ]
     return sorted(entries, key=lambda e: e.uri)
 
 

@@ -128,3 +128,5 @@ LISTING_SCHEMA = pa.schema(
         pa.field("detail", pa.string()),
     ]
 )
+
+OUTPUT_SCHEMAS = {"tiles": TILES_SCHEMA, "queries": QUERIES_SCHEMA, "rejects": REJECTS_SCHEMA}

@@ -1,0 +1,114 @@
+"""The Ray Data stages of `prepare`: pure functions over Arrow batches, run on any worker.
+
+`decode_batch` reads and processes images (I/O on a few threads, decoding on the task's CPU) and keeps
+every row, turning failures into reasons; `route_batch` selects the rows of one output and shapes them
+to its schema. Neither raises on bad data, so one poisoned file cannot fail a job.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pyarrow as pa
+
+from gleam import storage
+from gleam.config import ImageLimits
+from gleam.corpus.images import ProcessedImage, process_image
+from gleam.corpus.schema import (
+    LISTING_SCHEMA,
+    OUTPUT_SCHEMAS,
+    RejectReason,
+    Role,
+)
+
+WORK_SCHEMA = pa.schema(
+    [
+        *LISTING_SCHEMA,
+        pa.field("image", pa.binary()),
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("sha256", pa.string()),
+    ]
+)
+IO_THREADS = 8
+
+
+def read_limited(uri: str, max_bytes: int) -> bytes | ProcessedImage:
+    """Read at most max_bytes + 1 bytes, so a huge object is rejected without filling memory."""
+    try:
+        fs, path = storage.resolve(uri)
+        with fs.open_input_stream(path) as stream:
+            data = stream.read(max_bytes + 1)
+    except FileNotFoundError:
+        return ProcessedImage(sha256="", reason=RejectReason.MISSING_FILE.value, detail=f"not found: {uri}")
+    except Exception as exc:
+        return ProcessedImage(
+            sha256="", reason=RejectReason.READ_ERROR.value, detail=f"{type(exc).__name__}: {exc}"
+        )
+    if len(data) > max_bytes:
+        return ProcessedImage(
+            sha256="",
+            reason=RejectReason.TOO_LARGE.value,
+            detail=f"over {max_bytes} bytes (not read in full)",
+        )
+    return data
+
+
+def _process_one(
+    row: dict[str, Any], sizes: dict[str, tuple[int, int]], limits: ImageLimits
+) -> ProcessedImage:
+    data = read_limited(row["source_uri"], limits.max_bytes)
+    if isinstance(data, ProcessedImage):
+        return data
+    return process_image(data, tuple(sizes[row["modality"]]), limits)
+
+
+def decode_batch(batch: pa.Table, sizes: dict[str, tuple[int, int]], limits: ImageLimits) -> pa.Table:
+    rows = batch.to_pylist()
+    todo = [i for i, row in enumerate(rows) if row["reason"] is None]
+    with ThreadPoolExecutor(min(IO_THREADS, max(1, len(todo)))) as pool:
+        processed = pool.map(lambda i: _process_one(rows[i], sizes, limits), todo)
+        results = dict(zip(todo, processed, strict=True))
+    out = []
+    for i, row in enumerate(rows):
+        result = results.get(i)
+        if result is not None:
+            row.update(
+                image=result.image,
+                height=result.height or None,
+                width=result.width or None,
+                sha256=result.sha256 or None,
+                reason=result.reason,
+                detail=result.detail,
+            )
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
+
+
+def route_batch(
+    batch: pa.Table,
+    output: str,
+    late_rejects: dict[str, tuple[str, str]],
+    tile_remap: dict[str, str],
+) -> pa.Table:
+    """Rows of one output ("tiles", "queries" or "rejects"), with the resolution step's decisions applied."""
+    rows = []
+    for row in batch.to_pylist():
+        late = late_rejects.get(f"{row['role']}:{row['record_id']}")
+        if late is not None:
+            row["reason"], row["detail"] = late
+        if output == "rejects":
+            if row["reason"] is not None:
+                rows.append(row)
+        elif row["reason"] is None and row["role"] == (
+            Role.TILE.value if output == "tiles" else Role.QUERY.value
+        ):
+            if output == "tiles":
+                row["tile_id"] = row["record_id"]
+            else:
+                row["query_id"] = row["record_id"]
+                row["tile_id"] = tile_remap.get(row["tile_id"], row["tile_id"])
+            rows.append(row)
+    schema = OUTPUT_SCHEMAS[output]
+    return pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)
