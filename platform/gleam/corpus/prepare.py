@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 
 from gleam import __version__, storage
 from gleam.cluster import init_ray
@@ -28,7 +29,7 @@ from gleam.config import PrepareConfig, config_hash
 from gleam.corpus.contact_sheet import contact_sheets
 from gleam.corpus.listing import build_listing
 from gleam.corpus.reader import PARTS, PreparedCorpus, open_corpus
-from gleam.corpus.resolve import resolve
+from gleam.corpus.resolve import Resolution, resolve
 from gleam.corpus.schema import OUTPUT_SCHEMAS, SCHEMA_VERSION, Role
 from gleam.corpus.stages import WORK_SCHEMA, decode_batch, route_batch
 from gleam.tracking import JobRun, job_run
@@ -113,9 +114,7 @@ def _run(config: PrepareConfig, corpus_uri: str, wanted_hash: str, run: JobRun) 
     seconds["resolve"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    files = {}
-    for part in PARTS:
-        files[part] = _write_part(config, corpus_uri, work_uri, part, resolution)
+    files = _route_work(corpus_uri, work_uri, resolution)
     storage.delete(work_uri)
     seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
@@ -132,44 +131,52 @@ def _blocks(listing: pa.Table, batch_size: int) -> list[pa.Table]:
     return [listing.slice(i, rows) for i in range(0, listing.num_rows, rows)] or [listing]
 
 
-def _write_part(
-    config: PrepareConfig, corpus_uri: str, work_uri: str, part: str, resolution: Any
-) -> list[str]:
-    import ray.data
+def _route_work(corpus_uri: str, work_uri: str, resolution: Resolution) -> dict[str, list[str]]:
+    """One Ray task per work shard writes its rows to all three parts (one read of the work area)."""
+    import ray
 
-    fs, work_path = storage.resolve(work_uri)
-    part_uri = storage.join(corpus_uri, part)
-    columns = [c for c in WORK_SCHEMA.names if not (part == "rejects" and c == "image")]
-    (
-        ray.data.read_parquet(work_path, filesystem=fs, columns=columns)
-        .map_batches(
-            route_batch,
-            batch_format="pyarrow",
-            fn_kwargs={
-                "output": part,
-                "late_rejects": resolution.late_rejects,
-                "tile_remap": resolution.tile_remap,
-            },
-            num_cpus=0.5,
-        )
-        .write_parquet(storage.resolve(part_uri)[1], filesystem=fs, min_rows_per_file=config.rows_per_shard)
-    )
-    names = [storage.relative_to(e.uri, part_uri) for e in storage.list_files(part_uri)]
-    names = [n for n in names if n.endswith(".parquet")]
-    if not names:  # an empty part still gets one file, so readers always find the schema
-        import pyarrow.parquet as pq
+    shards = [e.uri for e in storage.list_files(work_uri) if e.uri.endswith(".parquet")]
+    route = ray.remote(num_cpus=0.5, max_retries=3)(_route_shard)
+    decisions = ray.put(resolution)
+    written = ray.get([route.remote(uri, corpus_uri, decisions) for uri in shards])
+    files: dict[str, list[str]] = {part: [] for part in PARTS}
+    for per_part in written:
+        for part, name in per_part.items():
+            files[part].append(name)
+    for part in PARTS:
+        if not files[part]:  # an empty part still gets one file, so readers always find the schema
+            files[part].append(_write_table(OUTPUT_SCHEMAS[part].empty_table(), corpus_uri, part, "empty"))
+    return {part: sorted(names) for part, names in files.items()}
 
-        with fs.open_output_stream(storage.resolve(storage.join(part_uri, "empty.parquet"))[1]) as out:
-            pq.write_table(OUTPUT_SCHEMAS[part].empty_table(), out)
-        names = ["empty.parquet"]
-    return sorted(names)
+
+def _write_table(table: pa.Table, corpus_uri: str, part: str, stem: str) -> str:
+    name = f"{stem}.parquet"
+    fs, path = storage.resolve(storage.join(corpus_uri, part, name))
+    if storage.is_local(corpus_uri):
+        storage.makedirs(storage.join(corpus_uri, part))
+    with fs.open_output_stream(path) as out:
+        pq.write_table(table, out, compression="zstd")
+    return name
+
+
+def _route_shard(shard_uri: str, corpus_uri: str, resolution: Resolution) -> dict[str, str]:
+    fs, path = storage.resolve(shard_uri)
+    with fs.open_input_file(path) as handle:
+        batch = pq.read_table(handle, schema=WORK_SCHEMA)
+    stem = storage.basename(shard_uri).removesuffix(".parquet")
+    names = {}
+    for part in PARTS:
+        table = route_batch(batch, part, resolution.late_rejects, resolution.tile_remap)
+        if table.num_rows:
+            names[part] = _write_table(table, corpus_uri, part, stem)
+    return names
 
 
 def _manifest(
     config: PrepareConfig,
     wanted_hash: str,
     meta: pa.Table,
-    resolution: Any,
+    resolution: Resolution,
     files: dict[str, list[str]],
     per_source: dict[str, int],
     seconds: dict[str, float],

@@ -1,0 +1,165 @@
+"""CVACT in its native layout: street-level panoramas paired with north-up satellite tiles by id.
+
+    streetview/<id>_grdView.jpg             -> panorama query
+    satview_polish/<id>_satView_polish.jpg  -> satellite tile (the location)
+
+A panorama without its satellite is rejected as `missing_pair`; a satellite without a panorama is a
+distractor tile and kept. A file in those folders that does not follow the naming pattern (or sits in a
+sub-folder) is rejected as `bad_record`; a second file with the same id and role (e.g. `.jpg` and `.png`)
+as `duplicate`. Names starting with "." (`.DS_Store`) are skipped.
+
+Splits come from the standard `ACT_data.mat` (`trainSet.trainInd` -> train, `valSet.valInd` -> test,
+1-based indices into `panoIds`) when it lies at the root or in its parent folder (the real dataset keeps it
+next to `ANU_data_small/`); this needs scipy (installed with the platform's dependencies). Without the file,
+or for ids it does not name, the split is left to prepare's location hash. A present but unreadable file is
+an error, so a broken download never silently changes the benchmark split. The file's UTM coordinates are
+not converted: lat/lon stay empty.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from gleam import storage
+from gleam.config import CVACTSource
+from gleam.corpus.schema import Modality, RejectReason, Role, Split
+from gleam.corpus.sources.base import Listed, make_id
+
+GROUND_DIR = "streetview"
+SATELLITE_DIR = "satview_polish"
+SPLITS_FILE = "ACT_data.mat"
+_GROUND_NAME = re.compile(r"^(?P<id>.+)_grdView\.(?i:jpe?g|png)$")
+_SATELLITE_NAME = re.compile(r"^(?P<id>.+)_satView_polish\.(?i:jpe?g|png)$")
+# (struct, field, split): valSet is the standard CVACT_val benchmark, listed as our test split.
+_MAT_SPLITS = (("trainSet", "trainInd", Split.TRAIN), ("valSet", "valInd", Split.TEST))
+
+
+def list_records(source: CVACTSource) -> Iterator[Listed]:
+    """Tiles sorted by id, then panoramas sorted by id, then naming rejects."""
+    root = storage.normalize(source.uri)
+    _check_root(root)
+    name = source.source_name
+    satellites, sat_rejects = _by_id(root, SATELLITE_DIR, _SATELLITE_NAME, Role.TILE, name)
+    panoramas, pano_rejects = _by_id(root, GROUND_DIR, _GROUND_NAME, Role.QUERY, name)
+    splits = read_splits(root)
+    for pano_id in sorted(satellites):
+        yield Listed.tile(
+            tile_id=make_id(name, pano_id),
+            source=name,
+            source_uri=satellites[pano_id],
+            location_id=make_id(name, pano_id),
+            split=splits.get(pano_id),
+        )
+    for pano_id in sorted(panoramas):
+        yield _query(pano_id, panoramas[pano_id], pano_id in satellites, splits.get(pano_id), name)
+    yield from sat_rejects
+    yield from pano_rejects
+
+
+def _check_root(root: str) -> None:
+    if not {GROUND_DIR, SATELLITE_DIR} & set(storage.list_dirs(root)):
+        raise ValueError(f"{root} is not a CVACT root: expected {GROUND_DIR}/ and {SATELLITE_DIR}/ below it")
+
+
+def _query(pano_id: str, uri: str, paired: bool, split: str | None, name: str) -> Listed:
+    query_id = make_id(name, "pano", pano_id)
+    if not paired:
+        return Listed.reject(
+            role=Role.QUERY,
+            record_id=query_id,
+            source=name,
+            source_uri=uri,
+            reason=RejectReason.MISSING_PAIR,
+            detail=f"no {SATELLITE_DIR}/{pano_id}_satView_polish.jpg for this panorama",
+            modality=Modality.PANORAMA.value,
+        )
+    return Listed.query(
+        query_id=query_id,
+        modality=Modality.PANORAMA,
+        tile_id=make_id(name, pano_id),
+        source=name,
+        source_uri=uri,
+        location_id=make_id(name, pano_id),
+        split=split,
+    )
+
+
+def _by_id(
+    root: str, folder: str, pattern: re.Pattern[str], role: Role, name: str
+) -> tuple[dict[str, str], list[Listed]]:
+    """id -> URI for the files of one folder; misnamed, nested and repeated files become rejects."""
+    base = storage.join(root, folder)
+    modality = (Modality.SATELLITE if role is Role.TILE else Modality.PANORAMA).value
+    found: dict[str, str] = {}
+    rejects: list[Listed] = []
+
+    def reject(uri: str, rel: str, reason: RejectReason, detail: str) -> None:
+        rejects.append(
+            Listed.reject(
+                role=role,
+                record_id=make_id(name, folder, rel),
+                source=name,
+                source_uri=uri,
+                reason=reason,
+                detail=detail,
+                modality=modality,
+            )
+        )
+
+    for entry in storage.list_files(base):
+        rel = entry.uri[len(base) :].lstrip("/")  # by prefix: storage.relative_to resolves symlinks
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue  # hidden files (.DS_Store) are not data
+        match = pattern.match(rel)
+        if match is None or "/" in rel:
+            reject(entry.uri, rel, RejectReason.BAD_RECORD, f"name does not match {pattern.pattern}: {rel}")
+        elif match["id"] in found:
+            reject(entry.uri, rel, RejectReason.DUPLICATE, f"id {match['id']} is already {found[match['id']]}")
+        else:
+            found[match["id"]] = entry.uri
+    return found, rejects
+
+
+def read_splits(root: str) -> dict[str, str]:
+    """pano id -> "train"/"test" from ACT_data.mat; empty when the file (or scipy) is absent."""
+    uri = _find_splits_file(root)
+    if uri is None:
+        return {}
+    try:
+        import numpy as np
+        import scipy.io
+    except ImportError:
+        return {}
+    try:
+        data = scipy.io.loadmat(io.BytesIO(storage.read_bytes(uri)))
+        ids = [_mat_string(value) for value in np.asarray(data["panoIds"]).ravel()]
+        splits: dict[str, str] = {}
+        for struct, field, split in _MAT_SPLITS:  # valSet last: test wins if a set overlaps
+            indices = np.asarray(data[struct][field][0][0]).ravel().astype(int) - 1
+            splits.update((ids[i], split.value) for i in indices)
+        return splits
+    except (KeyError, IndexError, TypeError, ValueError, NotImplementedError) as exc:
+        raise ValueError(
+            f"cannot read CVACT splits from {uri} ({type(exc).__name__}: {exc}); fix or remove it "
+            "(without it splits fall back to the location hash)"
+        ) from exc
+
+
+def _find_splits_file(root: str) -> str | None:
+    candidates = [storage.join(root, SPLITS_FILE)]
+    parent = storage.parent(root)
+    if parent != root and parent.rstrip("/") not in ("s3:", ""):
+        candidates.append(storage.join(parent, SPLITS_FILE))
+    return next((uri for uri in candidates if storage.is_file(uri)), None)
+
+
+def _mat_string(value: Any) -> str:
+    """A MATLAB string as loadmat returns it: a str, or a (nested) array holding one (cell arrays)."""
+    import numpy as np
+
+    while isinstance(value, np.ndarray):
+        value = value.ravel()[0] if value.size else ""
+    return str(value).strip()
