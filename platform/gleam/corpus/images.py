@@ -22,6 +22,21 @@ from gleam.corpus.schema import RejectReason
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never silently grey pixels
 WHITE = (255, 255, 255)
+# Leading bytes of the formats we accept: an unreadable file that starts like an image is a corrupt
+# image (decode_error), anything else is not an image at all (not_an_image).
+IMAGE_SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF little-endian
+    b"MM\x00*",  # TIFF big-endian
+)
+
+
+def looks_like_image(data: bytes) -> bool:
+    return data.startswith(IMAGE_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,8 @@ def _open(data: bytes, limits: ImageLimits, sha: str) -> Image.Image | Processed
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
+        if looks_like_image(data):
+            return _reject(sha, RejectReason.DECODE_ERROR, "image signature but a corrupt header")
         return _reject(sha, RejectReason.NOT_AN_IMAGE, "no known image format")
     except Image.DecompressionBombError as exc:
         return _reject(sha, RejectReason.PIXEL_LIMIT, str(exc))

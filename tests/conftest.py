@@ -1,0 +1,96 @@
+"""Session-wide real services for the test suite: one local Ray cluster, one S3 server, one MLflow store.
+
+Environment comes first (pytest_configure), before anything can start Ray: Ray workers inherit the
+driver's environment when the cluster starts, so S3 endpoint, dummy credentials and the MLflow URI must
+be in place by then. Nothing here mocks a service; everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="gleam-tests-"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+S3_PORT = _free_port()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.update(
+        {
+            "GLEAM_HOME": str(SESSION_DIR / "home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{SESSION_DIR / 'mlflow.db'}",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+            "RAY_DEDUP_LOGS": "0",
+            "CI": os.environ.get("CI", "true"),
+        }
+    )
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ.pop("GLEAM_STORE", None)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 endpoint (moto's server) on 127.0.0.1; yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    yield os.environ["AWS_ENDPOINT_URL"]
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str) -> str:
+    """A fresh bucket per test; yields `s3://<bucket>`."""
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server: str) -> Iterator[None]:
+    """One local Ray cluster for the whole run (started after the S3 env exists, so workers see it)."""
+    import ray
+    from gleam.cluster import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def mlflow_client():
+    import mlflow
+    from gleam import tracking
+
+    tracking.configure()
+    return mlflow.MlflowClient()
+
+
+@pytest.fixture
+def experiment_name(request: pytest.FixtureRequest) -> str:
+    """A unique MLflow experiment per test, so tests can count their own runs."""
+    return f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"

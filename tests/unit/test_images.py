@@ -1,0 +1,106 @@
+"""process_image: every kind of input a real corpus holds gets an image or a stable reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from gleam.config import ImageLimits
+from gleam.corpus.images import process_image
+from PIL import Image
+
+from tests.support import bad_images
+
+LIMITS = ImageLimits(min_side=16, max_side=30_000, max_pixels=50_000_000)
+TARGET = (48, 32)
+
+
+def decoded(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty_file"),
+        (bad_images.text_file(), "not_an_image"),
+        (bad_images.truncated_jpeg(), "decode_error"),
+        (bad_images.corrupt_jpeg(), "decode_error"),
+        (bad_images.tiny_jpeg(), "too_small"),
+        (bad_images.png_header_only(100_000, 100_000), "pixel_limit"),
+        (bad_images.png_header_only(40_000, 40), "too_large"),
+    ],
+    ids=["empty", "text", "truncated", "corrupt", "tiny", "bomb", "too-wide"],
+)
+def test_bad_inputs_get_a_stable_reason(data: bytes, reason: str) -> None:
+    result = process_image(data, TARGET, LIMITS)
+    assert not result.ok
+    assert result.reason == reason
+    assert result.detail
+    assert result.image is None
+
+
+def test_pil_own_bomb_guard_is_reported_as_pixel_limit() -> None:
+    """Above PIL's hard limit (2x MAX_IMAGE_PIXELS) PIL raises at open; we still answer pixel_limit."""
+    limits = ImageLimits(max_pixels=10**12, max_side=10**7)
+    result = process_image(bad_images.png_header_only(200_000, 200_000), TARGET, limits)
+    assert result.reason == "pixel_limit"
+
+
+def test_max_bytes_rejects_without_decoding() -> None:
+    result = process_image(bad_images.jpeg((64, 64)), TARGET, ImageLimits(max_bytes=100))
+    assert result.reason == "too_large"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        bad_images.jpeg(),
+        bad_images.png_with_alpha(),
+        bad_images.grayscale_jpeg(),
+        bad_images.cmyk_jpeg(),
+        bad_images.png_16bit_gray(),
+        bad_images.palette_png(),
+    ],
+    ids=["rgb", "alpha", "gray", "cmyk", "16bit", "palette"],
+)
+def test_every_mode_becomes_rgb_jpeg_at_target_size(data: bytes) -> None:
+    result = process_image(data, TARGET, LIMITS)
+    assert result.ok, result.detail
+    image = decoded(result.image)
+    assert image.format == "JPEG"
+    assert image.mode == "RGB"
+    assert image.size == TARGET == (result.width, result.height)
+
+
+def test_alpha_is_flattened_on_white() -> None:
+    result = process_image(bad_images.png_with_alpha((64, 64)), (64, 64), LIMITS)
+    pixels = np.asarray(decoded(result.image)).astype(int)
+    assert np.abs(pixels[32, 8] - (255, 0, 0)).max() < 30  # opaque red stays red
+    assert pixels[32, 56].min() > 225  # transparent becomes white, not black
+
+
+def test_16bit_keeps_its_range() -> None:
+    result = process_image(bad_images.png_16bit_gray((64, 64)), (64, 64), LIMITS)
+    row = np.asarray(decoded(result.image).convert("L")).astype(int)[32]
+    assert row[2] < 30 and row[-3] > 225  # a ramp from black to white, not clipped to white
+    assert np.all(np.diff(row[4:-4].astype(float)) > -12)  # monotone up to JPEG noise
+
+
+def test_exif_orientation_is_applied() -> None:
+    result = process_image(bad_images.exif_rotated_jpeg((96, 48)), (40, 80), LIMITS)
+    assert result.ok
+    # Stored 96x48 landscape, displayed as 48x96 portrait: the gradient now runs top to bottom.
+    image = np.asarray(decoded(result.image).convert("L")).astype(float)
+    vertical = abs(image[:, 20].mean() - image[0, 20]) + abs(image[-1, 20] - image[0, 20])
+    horizontal = abs(image[40, -1] - image[40, 0])
+    assert vertical > horizontal
+
+
+def test_sha256_is_of_the_original_bytes() -> None:
+    import hashlib
+
+    data = bad_images.jpeg()
+    assert process_image(data, TARGET, LIMITS).sha256 == hashlib.sha256(data).hexdigest()
+    assert process_image(b"", TARGET, LIMITS).sha256 == hashlib.sha256(b"").hexdigest()
