@@ -74,6 +74,7 @@ def s3_bucket(s3_server: str) -> str:
 def ray_cluster(s3_server: str) -> Iterator[None]:
     """One local Ray cluster for the whole run (started after the S3 env exists, so workers see it)."""
     import ray
+
     from gleam.cluster import init_ray
 
     init_ray(num_cpus=2)
@@ -84,6 +85,7 @@ def ray_cluster(s3_server: str) -> Iterator[None]:
 @pytest.fixture
 def mlflow_client():
     import mlflow
+
     from gleam import tracking
 
     tracking.configure()

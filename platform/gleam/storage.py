@@ -216,14 +216,19 @@ def delete(uri: str) -> None:
             fs.delete_file(resolve(entry.uri)[1])
 
 
-def upload_tree(local_dir: str | os.PathLike[str], uri: str) -> int:
+def upload_tree(local_dir: str | os.PathLike[str], uri: str, threads: int = 16) -> int:
     """Copy a local folder to a store URI (used to stage raw data); returns the number of files."""
+    from concurrent.futures import ThreadPoolExecutor
+
     local_dir = Path(local_dir)
-    count = 0
-    for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+    files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+
+    def upload(file: Path) -> None:
         write_bytes(join(uri, file.relative_to(local_dir).as_posix()), file.read_bytes())
-        count += 1
-    return count
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(upload, files))
+    return len(files)
 
 
 def gleam_home() -> Path:

@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from gleam.config import ImageLimits
-from gleam.corpus.images import process_image
 from PIL import Image
 
+from gleam.config import ImageLimits
+from gleam.corpus.images import process_image
 from tests.support import bad_images
 
 LIMITS = ImageLimits(min_side=16, max_side=30_000, max_pixels=50_000_000)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
+
 from gleam.config import TrackingConfig, WorldConfig
 from gleam.tracking import NullRun, flatten, job_run
-from PIL import Image
 
 
 def test_run_logs_params_metrics_and_artifacts(mlflow_client, experiment_name: str) -> None:
