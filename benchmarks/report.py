@@ -54,9 +54,8 @@ def append_section(title: str, body: str, doc: Path = DOC) -> None:
             " noisy.\n"
         )
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    section = (
-        f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command()}`\n\n{body.strip()}\n"
-    )
+    header = f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command()}`\n"
+    section = f"{header}\n{body.strip()}\n"
     with doc.open("a") as handle:
         handle.write(section)
     print(section)
