@@ -50,7 +50,7 @@ def normalize(uri: str | os.PathLike[str]) -> str:
         return "s3://" + rest.strip("/")
     if text.startswith("file://"):
         text = text[len("file://") :]
-    return str(Path(text).expanduser().resolve())
+    return os.path.abspath(os.path.expanduser(text))  # keeps symlinks: listing and relative paths agree
 
 
 def join(base: str | os.PathLike[str], *parts: str) -> str:

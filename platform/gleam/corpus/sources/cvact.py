@@ -117,7 +117,9 @@ def _by_id(
         if match is None or "/" in rel:
             reject(entry.uri, rel, RejectReason.BAD_RECORD, f"name does not match {pattern.pattern}: {rel}")
         elif match["id"] in found:
-            reject(entry.uri, rel, RejectReason.DUPLICATE, f"id {match['id']} is already {found[match['id']]}")
+            reject(
+                entry.uri, rel, RejectReason.DUPLICATE, f"id {match['id']} is already {found[match['id']]}"
+            )
         else:
             found[match["id"]] = entry.uri
     return found, rejects
@@ -141,7 +143,14 @@ def read_splits(root: str) -> dict[str, str]:
             indices = np.asarray(data[struct][field][0][0]).ravel().astype(int) - 1
             splits.update((ids[i], split.value) for i in indices)
         return splits
-    except (KeyError, IndexError, TypeError, ValueError, NotImplementedError) as exc:
+    except (
+        KeyError,
+        IndexError,
+        TypeError,
+        ValueError,
+        NotImplementedError,
+        scipy.io.matlab.MatReadError,
+    ) as exc:
         raise ValueError(
             f"cannot read CVACT splits from {uri} ({type(exc).__name__}: {exc}); fix or remove it "
             "(without it splits fall back to the location hash)"

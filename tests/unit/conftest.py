@@ -1,0 +1,39 @@
+"""Fixtures shared by unit tests: tiny real image files, and a guard that listing reads no image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+@pytest.fixture
+def write_image() -> Callable[..., Path]:
+    """Write a tiny real image (format from the suffix) or, with `text`, a non-image file."""
+
+    def write(path: Path, text: str | None = None, size: tuple[int, int] = (8, 8)) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is not None:
+            path.write_text(text)
+        else:
+            Image.new("RGB", size, (40, 120, 200)).save(path)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def no_image_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if anything reads an image's bytes (listing must stay metadata-only)."""
+    from gleam import storage
+
+    real_read_bytes = storage.read_bytes
+
+    def guarded(uri: str) -> bytes:
+        if Path(str(uri)).suffix.lower() in {".jpg", ".jpeg", ".png"}:
+            raise AssertionError(f"listing read image bytes: {uri}")
+        return real_read_bytes(uri)
+
+    monkeypatch.setattr(storage, "read_bytes", guarded)
