@@ -1,0 +1,343 @@
+"""The synthetic world: determinism, corpus layout, completion marker, geometry of the views, difficulty."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gleam import config as gconfig
+from gleam.config import WorldConfig
+from gleam.corpus import world
+from gleam.corpus import world_render as wr
+from gleam.corpus.schema import Modality
+
+SMALL = {"tile_size": 64, "query_size": 48}
+
+
+def small_config(tmp_path: Path, name: str = "w", **overrides: object) -> WorldConfig:
+    values = {"output": str(tmp_path / name), "locations": 3, "distractors": 1, "seed": 7, **SMALL}
+    values.update(overrides)
+    return WorldConfig(**values)
+
+
+def corpus_files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_manifest(root: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with (root / "manifest.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path) -> None:
+    first = world.generate_world(small_config(tmp_path, "a"))
+    world.generate_world(small_config(tmp_path, "b"))
+    world.generate_world(small_config(tmp_path, "c", seed=8))
+    a, b, c = (corpus_files(tmp_path / name) for name in "abc")
+    a.pop("world.json"), b.pop("world.json"), c.pop("world.json")  # holds the creation time
+    assert a == b
+    assert first.tiles == 4 and len(a) == 4 + 3 * 4 + 2  # tiles, queries, manifest and poses
+    images = [k for k in a if k.endswith((".jpg", ".png"))]
+    assert all(a[k] != c[k] for k in images if k in c), "another seed must give other images"
+
+
+def test_location_order_does_not_matter(tmp_path: Path) -> None:
+    """Each place has its own random streams: rendering one alone gives the bytes of the whole run."""
+    cfg = small_config(tmp_path)
+    city = world.CityMap(cfg.seed, world.world_side(cfg))
+    sites = world.sample_sites(cfg, city)
+    city.keep_clear(np.array([(s.x, s.y) for s in sites]))
+    together = [world.render_site(cfg, city, s, cfg.modalities)[0] for s in sites]
+    alone, _ = world.render_site(cfg, city, sites[2], cfg.modalities)
+    for modality, img in alone.items():
+        assert np.array_equal(img, together[2][modality])
+
+
+def test_layout_manifest_and_sizes(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, locations=4, distractors=2)
+    summary = world.generate_world(cfg)
+    root = Path(cfg.output)
+    columns, rows = read_manifest(root)
+    assert columns == ["query_uri", "modality", "tile_uri", "location_id", "lat", "lon", "split"]
+    queries = [r for r in rows if r["query_uri"]]
+    distractors = [r for r in rows if not r["query_uri"]]
+    assert len(queries) == 4 * 4 and len(distractors) == 2
+    assert all(r["modality"] == "" for r in distractors)
+    assert all(r["split"] == "" for r in rows)
+    assert {r["modality"] for r in queries} == {m.value for m in Modality.query_modalities()}
+    assert {r["location_id"] for r in rows} == {f"w{i:05d}" for i in range(1, 7)}
+    for r in queries:
+        assert (
+            r["query_uri"]
+            == f"{r['modality']}/{r['location_id']}.{'png' if r['modality'] == 'streetmap' else 'jpg'}"
+        )
+        assert r["tile_uri"] == f"satellite/{r['location_id']}.jpg"
+    sizes = {
+        "satellite": (64, 64),
+        "drone": (48, 48),
+        "streetmap": (48, 48),
+        "panorama": (96, 48),
+        "ground": (48, 48),
+    }
+    for r in rows:
+        for uri, modality in ((r["tile_uri"], "satellite"), (r["query_uri"], r["modality"])):
+            if uri:
+                with Image.open(root / uri) as img:
+                    assert img.size == sizes[modality], uri
+                    assert img.format == ("PNG" if modality == "streetmap" else "JPEG")
+                    assert img.mode == "RGB"
+    assert summary.counts == {"satellite": 6, "drone": 4, "streetmap": 4, "panorama": 4, "ground": 4}
+    assert {p.name for p in root.iterdir()} == {*summary.counts, "manifest.csv", "poses.csv", "world.json"}
+
+
+def test_subset_of_modalities(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, modalities=["panorama"], distractors=0)
+    world.generate_world(cfg)
+    _, rows = read_manifest(Path(cfg.output))
+    assert [r["modality"] for r in rows] == ["panorama"] * 3
+    assert not (Path(cfg.output) / "drone").exists()
+
+
+def test_lat_lon_are_near_the_origin(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, origin_lat=-33.9, origin_lon=151.2)
+    world.generate_world(cfg)
+    _, rows = read_manifest(Path(cfg.output))
+    half_side = world.world_side(cfg) / 2
+    for r in rows:
+        lat, lon = float(r["lat"]), float(r["lon"])
+        assert abs(lat - cfg.origin_lat) * 111_195 < half_side
+        assert abs(lon - cfg.origin_lon) * 111_195 * math.cos(math.radians(cfg.origin_lat)) < half_side
+    lat, lon = world.to_latlon(1000.0, 2000.0, 0.0, 10.0)
+    assert lat == pytest.approx(2000 / 111_195, rel=1e-3) and lon == pytest.approx(
+        10 + 1000 / 111_195, rel=1e-3
+    )
+
+
+def test_sites_are_on_roads_and_spread(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, locations=12, distractors=3)
+    city = world.CityMap(cfg.seed, world.world_side(cfg))
+    sites = world.sample_sites(cfg, city)
+    xy = np.array([(s.x, s.y) for s in sites])
+    assert len(sites) == 15 and [s.queries for s in sites] == [True] * 12 + [False] * 3
+    assert set(city.labels(xy[:, 0], xy[:, 1]).tolist()) <= {world.ROAD, world.MAJOR}
+    gaps = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1]) + np.eye(len(xy)) * 1e9
+    assert gaps.min() >= world.min_spacing(cfg)
+
+
+# --- completion marker -------------------------------------------------------------------------------------
+
+
+def test_world_json_is_last_and_a_rerun_reuses(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    world.generate_world(cfg)
+    root = Path(cfg.output)
+    marker = root / "world.json"
+    others = [p for p in root.rglob("*") if p.is_file() and p != marker]
+    assert marker.stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in others)
+    meta = world.storage.read_json(str(marker))
+    assert meta["seed"] == 7 and meta["renderer_version"] == world.RENDERER_VERSION
+    assert meta["counts"]["satellite"] == 4 and meta["config"]["locations"] == 3
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    again = world.generate_world(cfg.model_copy(update={"overwrite": True}))  # same config: still reused
+    assert again.reused and again.tiles == 4
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def test_other_config_needs_overwrite(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    world.generate_world(cfg)
+    other = cfg.model_copy(update={"seed": 8})
+    with pytest.raises(world.WorldExistsError, match="overwrite"):
+        world.generate_world(other)
+    summary = world.generate_world(other.model_copy(update={"overwrite": True}))
+    assert not summary.reused
+    assert world.storage.read_json(str(Path(cfg.output) / "world.json"))["seed"] == 8
+
+
+def test_a_crash_leaves_no_marker_and_a_rerun_rewrites_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = small_config(tmp_path)
+    root = Path(cfg.output)
+    (root / "satellite").mkdir(parents=True)
+    (root / "satellite" / "w09999.jpg").write_bytes(b"stale")
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(world, "manifest_rows", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        world.generate_world(cfg)
+    assert not (root / "world.json").exists()
+    monkeypatch.undo()
+    summary = world.generate_world(cfg)
+    assert not summary.reused and (root / "world.json").exists()
+    assert not (root / "satellite" / "w09999.jpg").exists()
+    assert len(list((root / "satellite").iterdir())) == 4
+
+
+def test_config_validation() -> None:
+    with pytest.raises(gconfig.ConfigError, match="modalities"):
+        gconfig.parse_config(WorldConfig, {"output": "x", "modalities": ["satellite"]})
+    with pytest.raises(gconfig.ConfigError, match="tile_metres"):
+        gconfig.parse_config(WorldConfig, {"output": "x", "tile_metres": 1})
+
+
+# --- geometry ----------------------------------------------------------------------------------------------
+
+
+def flat_layers(n: int = 128, res: float = 1.0) -> wr.Layers:
+    """An empty grey plain centred on (0, 0)."""
+    zeros = np.zeros((n, n), dtype=np.uint8)
+    grey = np.full((n, n, 3), 0.4, dtype=np.float32)
+    half = n * res / 2
+    return wr.Layers(-half, half, res, zeros, zeros.copy(), np.zeros((n, n), np.float32), grey, grey.copy(),
+                     np.zeros((n, n), np.float32))  # fmt: skip
+
+
+def add_block(layers: wr.Layers, x0: float, x1: float, y0: float, y1: float, height: float) -> None:
+    """A pure red building over [x0, x1] x [y0, y1] (metres)."""
+    xs = layers.x0 + (np.arange(layers.size) + 0.5) * layers.res
+    ys = layers.y0 - (np.arange(layers.size) + 0.5) * layers.res
+    mask = ((ys[:, None] >= y0) & (ys[:, None] <= y1)) & ((xs[None, :] >= x0) & (xs[None, :] <= x1))
+    layers.height[mask] = layers.solid[mask] = height
+    layers.label[mask] = wr.BUILDING
+    layers.top[mask] = layers.ground_top[mask] = layers.wall[mask] = (1.0, 0.0, 0.0)
+
+
+OVERCAST_BLUE = wr.Light(0.0, 45.0, (0, 0, 0), (1, 1, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1), 1e9, 0.0)
+
+
+def is_red(rgb: np.ndarray) -> bool:
+    return bool(rgb[0] > 0.5 and rgb[2] < 0.2)
+
+
+def is_sky(rgb: np.ndarray) -> bool:
+    return bool(rgb[2] > 0.8 and rgb[0] < 0.2)
+
+
+def test_panorama_is_north_aligned_north_at_the_centre() -> None:
+    """A tall building due north fills the centre column above the horizon; east, south, west are open."""
+    layers = flat_layers()
+    add_block(layers, -6, 6, 15, 30, 40.0)
+    size = 64
+    img = wr.render_panorama(layers, 0.0, 0.0, size, OVERCAST_BLUE, sky_seed=0)
+    azimuth, elevation = wr.panorama_angles(2 * size, size)
+    row = int(np.argmin(np.abs(elevation - 35.0)))  # 35 degrees up: the wall at 15 m reaches 63 degrees
+    north = int(np.argmin(np.abs(azimuth - 0.0)))
+    assert north in (size - 1, size)  # the centre of the panorama
+    assert is_red(img[row, north])
+    for bearing in (90.0, 180.0 - 1e-6, -90.0):  # east at 3/4 width, south at the edges, west at 1/4
+        col = int(np.argmin(np.abs(azimuth - bearing)))
+        assert is_sky(img[row, col]), bearing
+    # A building to the east appears at three quarters of the width.
+    layers = flat_layers()
+    add_block(layers, 15, 30, -6, 6, 40.0)
+    img = wr.render_panorama(layers, 0.0, 0.0, size, OVERCAST_BLUE, sky_seed=0)
+    assert is_red(img[row, 3 * size // 2]) and is_sky(img[row, size])
+
+
+def test_ground_photo_looks_along_its_heading() -> None:
+    layers = flat_layers()
+    add_block(layers, -6, 6, 15, 30, 40.0)
+    towards = wr.render_ground(layers, 0.0, 0.0, 48, 0.0, OVERCAST_BLUE, sky_seed=0)
+    away = wr.render_ground(layers, 0.0, 0.0, 48, 180.0, OVERCAST_BLUE, sky_seed=0)
+    assert is_red(towards[10, 24]) and is_sky(away[10, 24])
+    assert is_sky(towards[10, 1]) or is_sky(
+        towards[10, 46]
+    )  # the 12 m wide building does not fill 90 degrees
+
+
+def test_crop_and_satellite_are_north_up(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path)
+    city = world.CityMap(cfg.seed, world.world_side(cfg))
+    site = world.sample_sites(cfg, city)[0]
+    layers = world.site_layers(cfg, city, site)
+    n, res = layers.size, layers.res
+    assert n == 96 and res == pytest.approx(2.0)
+    cols = np.arange(n)
+    north_row = city.labels(layers.x0 + (cols + 0.5) * res, np.full(n, layers.y0 - 0.5 * res))
+    assert np.array_equal(layers.ground[0], north_row)
+    west_col = city.labels(np.full(n, layers.x0 + 0.5 * res), layers.y0 - (cols + 0.5) * res)
+    assert np.array_equal(layers.ground[:, 0], west_col)
+    assert layers.x0 + n * res / 2 == pytest.approx(site.x) and layers.y0 - n * res / 2 == pytest.approx(
+        site.y
+    )
+
+
+def test_panorama_skyline_matches_the_map(tmp_path: Path) -> None:
+    """In a generated city, the rendered skyline is the map's skyline at the documented azimuths."""
+    cfg = small_config(tmp_path, tile_size=128, locations=4)
+    city = world.CityMap(cfg.seed, world.world_side(cfg))
+    sites = world.sample_sites(cfg, city)
+    d = np.arange(0.5, 90.0, 0.1)
+    checked = 0
+    for site in sites:
+        layers = world.site_layers(cfg, city, site)
+        azimuth, elevation = wr.panorama_angles(128, 64)
+        documented = (np.arange(128) + 0.5) / 128 * 360 - 180  # docs/world.md: north at the centre
+        assert np.allclose(azimuth, documented)
+        slopes = np.tan(np.radians(elevation))[:, None] * np.ones((1, 128))
+        hits = wr.street_hits(layers, site.x, site.y, documented, slopes)
+        rendered = elevation[np.argmax(hits.seen, axis=0)]
+        a = np.radians(documented)[:, None]  # clockwise from north: east is +x
+        idx, _ = layers.index(site.x + np.sin(a) * d, site.y + np.cos(a) * d)
+        heights = layers.height.ravel()[idx]
+        expected = np.degrees(np.arctan(((heights - wr.CAMERA_HEIGHT_M) / d).max(axis=1)))
+        if np.ptp(expected) < 10:  # an open square has no skyline to align
+            continue
+        checked += 1
+        pixel = 180.0 / 64
+        assert np.median(np.abs(rendered - expected)) < pixel
+        for shift in (32, 64, 96):  # a panorama off by 90, 180 or 270 degrees would not match
+            assert np.median(np.abs(rendered - np.roll(expected, shift))) > np.median(
+                np.abs(rendered - expected)
+            )
+    assert checked >= 2
+
+
+def test_drone_looks_at_the_location() -> None:
+    """The drone's optical axis meets the ground at the location, whatever its azimuth."""
+    layers = flat_layers(n=192, res=1.0)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        img, pose = wr.render_drone(layers, 0.0, 0.0, 33, 128.0, OVERCAST_BLUE, rng)
+        assert img.shape == (33, 33, 3) and 55 <= pose["drone_pitch_deg"] <= 65
+    layers = flat_layers(n=192, res=1.0)
+    add_block(layers, -3, 3, -3, 3, 2.0)  # a red roof exactly at the location
+    img, _ = wr.render_drone(layers, 0.0, 0.0, 33, 128.0, OVERCAST_BLUE, np.random.default_rng(0))
+    assert is_red(img[16, 16]) and not is_red(img[0, 0])
+
+
+# --- difficulty --------------------------------------------------------------------------------------------
+
+
+def test_colour_histograms_do_not_solve_it(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, locations=24, distractors=0, tile_size=64, query_size=64)
+    world.generate_world(cfg)
+    results = {r.modality: r for r in world.histogram_baseline(cfg.output)}
+    assert set(results) == {m.value for m in Modality.query_modalities()}
+    for r in results.values():
+        assert r.queries == 24 and r.gallery == 24
+        assert r.recall[1] <= 0.5, (r.modality, r.recall)
+        assert r.recall[1] <= r.recall[5]
+    assert np.mean([r.recall[1] for r in results.values()]) <= 0.3
+    # Control: the same machinery finds a tile given the tile itself, so the low figures above are real.
+    root = Path(cfg.output)
+    text = (root / "manifest.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        r["query_uri"] = r["tile_uri"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    (root / "manifest.csv").write_text(buf.getvalue())
+    assert all(r.recall[1] == 1.0 for r in world.histogram_baseline(cfg.output))
