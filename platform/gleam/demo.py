@@ -13,6 +13,7 @@ from pathlib import Path
 from rich.console import Console
 
 from gleam import storage, tracking
+from gleam.cluster import init_ray
 from gleam.config import PrepareConfig, WorldConfig, load_config
 
 
@@ -22,6 +23,7 @@ def run_demo(configs: Path, console: Console) -> None:
     from gleam.corpus.world import generate_world
 
     started = time.perf_counter()
+    init_ray()  # before the world: its renderer fans out over Ray tasks when a cluster is up
     world_cfg = load_config(WorldConfig, configs / "world_demo.yaml")
     console.rule("1. synthetic world")
     summary = generate_world(world_cfg)
