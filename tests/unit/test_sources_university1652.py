@@ -11,6 +11,7 @@ import pytest
 
 from gleam.config import University1652Source
 from gleam.corpus.sources import list_records
+from tests.support.listing import assert_same_listing
 from tests.support.paths import shared_dataset
 
 Row = tuple[str, str, str | None, str | None, str | None, str | None]
@@ -198,8 +199,7 @@ def test_lists_the_same_from_s3(root: Path, s3_bucket: str) -> None:
     storage.upload_tree(root, uri)
     local = list_records(_source(root))
     remote = list_records(_source(uri))
-    assert [r.source_uri for r in remote] == [r.source_uri.replace(str(root), uri) for r in local]
-    assert [r.record_id for r in remote] == [r.record_id for r in local]
+    assert_same_listing(local, remote, root, uri)
 
 
 def test_symlinked_images_are_listed_where_they_are_linked(tmp_path: Path, write_image) -> None:

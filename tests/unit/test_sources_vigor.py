@@ -10,6 +10,7 @@ import pytest
 
 from gleam.config import VIGORSource
 from gleam.corpus.sources import list_records
+from tests.support.listing import assert_same_listing
 
 SAT = {  # name -> (lat, lon)
     "sat0": (41.879, -87.629),
@@ -216,7 +217,4 @@ def test_lists_the_same_from_s3(root: Path, s3_bucket: str) -> None:
     storage.upload_tree(root, uri)
     local = list_records(_source(root))
     remote = list_records(_source(uri))
-    assert [(r.record_id, r.split, r.reason) for r in remote] == [
-        (r.record_id, r.split, r.reason) for r in local
-    ]
-    assert [r.source_uri for r in remote] == [r.source_uri.replace(str(root), uri) for r in local]
+    assert_same_listing(local, remote, root, uri)
