@@ -101,7 +101,7 @@ def _run(config: PrepareConfig, corpus_uri: str, wanted_hash: str, run: JobRun) 
             batch_format="pyarrow",
             fn_kwargs={"sizes": sizes, "limits": config.limits},
             num_cpus=1,
-            concurrency=config.concurrency,
+            compute=ray.data.TaskPoolStrategy(size=config.concurrency),
         )
         .write_parquet(storage.resolve(work_uri)[1], filesystem=fs, min_rows_per_file=config.rows_per_shard)
     )
