@@ -1,0 +1,1 @@
+"""Training stage: GLEAM-C phases on Ray Train (mixture, per-worker loop, phase wiring)."""
