@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from gleam.config import ConfigError, PrepareConfig, WorldConfig, load_config
+from gleam.config import ConfigError, EvaluateConfig, PrepareConfig, WorldConfig, load_config
 from gleam.storage import StorageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLEAM platform jobs.")
@@ -29,23 +29,28 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)")
 ]
 
-# exit codes: 2 invalid config, 3 refused (output exists, lease held, ...), 4 storage unreachable
+# exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights),
+# 4 storage unreachable
 USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
 
 
 def _user_errors() -> dict[type[BaseException], int]:
     from gleam.corpus.prepare import CorpusExistsError
     from gleam.corpus.reader import CorpusNotReady
+    from gleam.evaluation.evaluate import EmptySplitError
+    from gleam.model.weights import WeightsError
 
-    return {**USER_ERRORS, CorpusExistsError: 3, CorpusNotReady: 3}
+    return {**USER_ERRORS, CorpusExistsError: 3, CorpusNotReady: 3, EmptySplitError: 3, WeightsError: 3}
 
 
 def run_guarded(action: Callable[[], T]) -> T:
+    errors = _user_errors()
     try:
         return action()
-    except tuple(_user_errors()) as exc:
+    except tuple(errors) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(_user_errors()[type(exc)]) from None
+        code = next(errors[cls] for cls in type(exc).__mro__ if cls in errors)  # subclasses included
+        raise typer.Exit(code) from None
 
 
 @app.callback()
@@ -67,6 +72,26 @@ def prepare(config: ConfigOption = None, set_: SetOption = None) -> None:
         console.print(f"{result.corpus_uri} is already complete for this config: nothing to do")
     console.print(manifest_table(result.manifest))
     console.print(f"corpus: {result.corpus_uri}")
+
+
+@app.command()
+def evaluate(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Evaluate an encoder on a prepared split: exact FAISS search, per-modality R@k / AP to MLflow."""
+    from rich.table import Table
+
+    from gleam.evaluation.evaluate import evaluate as run_evaluate
+
+    cfg = run_guarded(lambda: load_config(EvaluateConfig, config, set_))
+    result = run_guarded(lambda: run_evaluate(cfg))
+    table = Table(title=f"{result.split} split: {result.gallery_size} tiles in the gallery")
+    names = [f"R@{k}" for k in cfg.ks] + ["R@1%", "AP"]
+    for column in ["modality", "queries", *names, "chance R@1"]:
+        table.add_column(column, justify="left" if column == "modality" else "right")
+    for modality, metrics in result.metrics.items():
+        values = [f"{metrics[name]:.2f}" for name in names]
+        table.add_row(modality, str(result.query_counts[modality]), *values, f"{result.chance_r1:.2f}")
+    console.print(table)
+    console.print(f"MLflow run: {result.run_id or '(tracking disabled)'}")
 
 
 @app.command()

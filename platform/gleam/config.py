@@ -178,6 +178,37 @@ class WorldConfig(StrictModel):
         return list(dict.fromkeys(value))
 
 
+class EvaluateConfig(StrictModel):
+    """`jobs/evaluate.py`: embed a prepared split, search it exactly, log per-modality metrics."""
+
+    corpus: str = Field(description="store URI of a prepared corpus (the folder holding manifest.json)")
+    encoder: str = Field(min_length=1, description="saved encoder folder, store URI or models:/gleam-c@alias")
+    split: Literal["train", "val", "test"] = Field("test", description="tiles and queries of this split")
+    modalities: list[Modality] | None = Field(None, description="query modalities; None: all in the split")
+    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1, description="ranks for R@k")
+    grid_queries: int = Field(8, ge=0, le=64, description="queries per modality in the retrieval grid PNG")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("modalities")
+    @classmethod
+    def _query_modalities(cls, value: list[Modality] | None) -> list[Modality] | None:
+        if value is None:
+            return None
+        if Modality.SATELLITE in value:
+            raise ValueError("satellite tiles are the gallery; list query modalities only")
+        if not value:
+            raise ValueError("at least one query modality (or null for all)")
+        return list(dict.fromkeys(value))
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_ranks(cls, value: list[int]) -> list[int]:
+        if min(value) < 1:
+            raise ValueError(f"ranks must be at least 1, got {value}")
+        return sorted(set(value))
+
+
 # --- loading -------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,191 @@
+"""The evaluation job on a real Ray-prepared corpus, a saved encoder and the session's MLflow store."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from gleam.cli import app
+from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+from gleam.corpus.prepare import prepare
+from gleam.corpus.reader import CorpusNotReady, open_corpus
+from gleam.corpus.world import generate_world
+from gleam.evaluation import evaluate as evaluate_module
+from gleam.evaluation.evaluate import Embedded, EmptySplitError, evaluate, search_metrics
+from gleam.evaluation.metrics import retrieval_metrics
+from gleam.model import weights
+from gleam.model.encoder import GleamEncoder
+from gleam.model.spec import EncoderSpec
+from tests.support.corpora import RawCorpus
+
+pytestmark = pytest.mark.integration
+
+SIZES = [f"sizes.{m}=[64,64]" for m in ("satellite", "drone", "streetmap", "ground")] + [
+    "sizes.panorama=[128,64]"
+]
+QUERY_MODALITIES = {"drone", "streetmap", "panorama", "ground"}
+
+
+def _prepare(source: str, uri: str, output: Path, *extra: str) -> str:
+    config = load_config(
+        PrepareConfig,
+        None,
+        [
+            "name=eval",
+            f"output={output}",
+            f"sources.0.kind={source}",
+            f"sources.0.uri={uri}",
+            "batch_size=8",
+            "tracking.enabled=false",
+            *SIZES,
+            *extra,
+        ],
+    )
+    return prepare(config).corpus_uri
+
+
+@pytest.fixture(scope="module")
+def world_corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """12 places + 3 distractor tiles; half of the places (by hash) in the test split."""
+    root = tmp_path_factory.mktemp("eval-world")
+    world = WorldConfig(
+        output=str(root / "raw"), locations=12, distractors=3, tile_size=64, query_size=64, seed=3
+    )
+    generate_world(world)
+    return _prepare(
+        "world", str(root / "raw"), root / "prepared", "split.test_fraction=0.5", "split.val_fraction=0"
+    )
+
+
+@pytest.fixture(scope="module")
+def encoder_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random-weight encoder saved as safetensors, at the prepared corpus's sizes."""
+    torch.manual_seed(0)
+    spec = EncoderSpec.tiny("test_convnext", size=64, embed_dim=32)
+    path = tmp_path_factory.mktemp("encoder") / "tiny"
+    weights.save(GleamEncoder(spec), spec, str(path))
+    return str(path)
+
+
+def _config(corpus: str, encoder: str, experiment: str, *extra: str) -> EvaluateConfig:
+    overrides = [
+        f"corpus={corpus}",
+        f"encoder={encoder}",
+        f"tracking.experiment={experiment}",
+        "batch_size=8",
+    ]
+    return load_config(EvaluateConfig, None, [*overrides, *extra])
+
+
+def test_metrics_per_modality_are_logged_with_a_grid(
+    world_corpus: str, encoder_uri: str, experiment_name: str, mlflow_client
+) -> None:
+    result = evaluate(_config(world_corpus, encoder_uri, experiment_name, "grid_queries=4"))
+
+    test_tiles = open_corpus(world_corpus).read("tiles", ["split"])["split"].to_pylist().count("test")
+    assert result.gallery_size == test_tiles > 1
+    assert set(result.metrics) == QUERY_MODALITIES
+    for modality, metrics in result.metrics.items():
+        for name in ("R@1", "R@5", "R@10", "R@1%", "AP"):
+            assert 0.0 <= metrics[name] <= 100.0, (modality, name, metrics[name])
+        assert metrics["R@10"] >= metrics["R@5"] >= metrics["R@1"]
+        assert metrics["queries"] == result.query_counts[modality] > 0
+        assert metrics["queries_without_match"] == 0  # every test query's tile is in the test gallery
+    assert result.chance_r1 == pytest.approx(100.0 / test_tiles)
+
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["drone.R_at_1"] == pytest.approx(result.metrics["drone"]["R@1"])
+    assert run.data.metrics["ground.AP"] == pytest.approx(result.metrics["ground"]["AP"])
+    assert run.data.metrics["gallery_size"] == test_tiles
+    assert run.data.params["split"] == "test"
+    grids = {a.path for a in mlflow_client.list_artifacts(result.run_id, "retrieval_grid")}
+    assert grids == {f"retrieval_grid/{m}.png" for m in QUERY_MODALITIES}
+    local = mlflow_client.download_artifacts(result.run_id, "retrieval_grid/panorama.png")
+    with Image.open(local) as grid:
+        assert grid.format == "PNG" and grid.width > 5 * 64 and grid.height > 4 * 64
+
+
+def test_chunked_search_gives_the_metrics_of_one_dense_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FAISS path that feeds the metrics equals numpy's q @ g.T, however the queries are chunked."""
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(40, 8)).astype(np.float32)
+    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
+    labels = [f"t{i % 40}" for i in range(23)]
+    vectors = gallery[[i % 40 for i in range(23)]] + rng.normal(scale=0.6, size=(23, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = Embedded([f"q{i}" for i in range(23)], labels, vectors)
+    gallery_ids = [f"t{i}" for i in range(40)]
+    expected = retrieval_metrics(vectors @ gallery.T, labels, gallery_ids)
+    index = evaluate_module._flat_index(gallery)
+    monkeypatch.setattr(evaluate_module, "_SIMILARITY_BUDGET", 40 * 5)  # chunks of 5 queries
+    got = search_metrics(index, queries, gallery_ids, (1, 5, 10))
+    assert 0 < expected["R@1"] < 100  # a case where ranking matters
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-9), name
+
+
+def _smooth_image(seed: int, quality: int) -> bytes:
+    """A distinct smooth colour field per seed (random 4x4 colours, upsampled), as JPEG."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8), "RGB")
+    buffer = io.BytesIO()
+    small.resize((64, 64), Image.BICUBIC).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def test_oracle_queries_that_are_their_tiles_score_100(
+    ray_cluster, encoder_uri: str, tmp_path: Path, experiment_name: str
+) -> None:
+    """Control: each query is its own tile re-encoded, so even random weights must rank it first."""
+    raw = RawCorpus(tmp_path / "raw")
+    for i in range(10):
+        raw.file(f"sat/t{i}.jpg", _smooth_image(i, quality=95))
+        raw.file(f"drone/q{i}.jpg", _smooth_image(i, quality=70))  # other bytes: not a duplicate
+        raw.row(f"drone/q{i}.jpg", "drone", f"sat/t{i}.jpg", f"loc{i}", split="test")
+    corpus = _prepare("manifest", str(raw.write_manifest()), tmp_path / "prepared")
+
+    result = evaluate(_config(corpus, encoder_uri, experiment_name, "grid_queries=0"))
+    assert result.gallery_size == 10 and result.query_counts == {"drone": 10}
+    assert result.metrics["drone"]["R@1"] == 100.0
+    assert result.metrics["drone"]["AP"] == 100.0
+
+
+def test_errors_name_what_is_missing(world_corpus: str, encoder_uri: str, tmp_path: Path) -> None:
+    with pytest.raises(CorpusNotReady, match=r"manifest\.json"):
+        evaluate(_config(str(tmp_path / "nowhere"), encoder_uri, "unused"))
+    with pytest.raises(EmptySplitError, match="'val'"):
+        evaluate(_config(world_corpus, encoder_uri, "unused", "split=val"))
+
+
+def test_cli_rejects_a_bad_config_naming_the_field(world_corpus: str, encoder_uri: str) -> None:
+    args = ["evaluate", "--set", f"corpus={world_corpus}", "--set", f"encoder={encoder_uri}"]
+    result = CliRunner().invoke(app, [*args, "--set", "batch_size=0"])
+    assert result.exit_code == 2, result.output
+    assert "batch_size" in result.output
+    missing = CliRunner().invoke(app, ["evaluate", "--set", f"corpus={world_corpus}"])
+    assert missing.exit_code == 2 and "encoder" in missing.output
+
+
+def test_cli_prints_metrics_next_to_chance(world_corpus: str, encoder_uri: str, experiment_name: str) -> None:
+    args = ["--set", f"corpus={world_corpus}", "--set", f"encoder={encoder_uri}"]
+    result = CliRunner().invoke(
+        app, ["evaluate", *args, "--set", "modalities=[drone]", "--set", "tracking.enabled=false"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "chance R@1" in result.output and "drone" in result.output and "tracking disabled" in result.output
+    empty = CliRunner().invoke(app, ["evaluate", *args, "--set", "split=val"])
+    assert empty.exit_code == 3 and "val" in empty.output
+
+
+def test_shipped_demo_config_is_valid() -> None:
+    config = load_config(
+        EvaluateConfig, Path(__file__).resolve().parents[2] / "jobs/configs/evaluate_demo.yaml"
+    )
+    assert config.split == "test" and config.modalities is None and config.ks == [1, 5, 10]
