@@ -37,10 +37,12 @@ USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
 def _user_errors() -> dict[type[BaseException], int]:
     from gleam.corpus.prepare import CorpusExistsError
     from gleam.corpus.reader import CorpusNotReady
+    from gleam.corpus.world import WorldExistsError
     from gleam.evaluation.evaluate import EmptySplitError
     from gleam.model.weights import WeightsError
 
-    return {**USER_ERRORS, CorpusExistsError: 3, CorpusNotReady: 3, EmptySplitError: 3, WeightsError: 3}
+    refused = (CorpusExistsError, CorpusNotReady, WorldExistsError, EmptySplitError, WeightsError)
+    return {**USER_ERRORS, **dict.fromkeys(refused, 3)}
 
 
 def run_guarded(action: Callable[[], T]) -> T:

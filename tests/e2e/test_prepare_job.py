@@ -119,3 +119,11 @@ def _photo(seed: int) -> bytes:
     from tests.support.bad_images import jpeg
 
     return jpeg((160, 120), seed=1000 + seed)
+
+
+def test_world_over_another_config_exits_3_without_traceback(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["world", "--output", str(tmp_path / "w"), "--locations", "2"]).exit_code == 0
+    again = runner.invoke(app, ["world", "--output", str(tmp_path / "w"), "--locations", "3"])
+    assert again.exit_code == 3
+    assert "overwrite" in again.output and "Traceback" not in again.output
