@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -22,6 +23,7 @@ from pydantic import BaseModel
 from gleam import storage
 from gleam.config import TrackingConfig
 
+log = logging.getLogger(__name__)
 _MAX_PARAM_CHARS = 6000
 
 
@@ -168,8 +170,13 @@ def job_run(
     config: BaseModel | None = None,
     tracking: TrackingConfig | None = None,
     tags: Mapping[str, Any] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[JobRun]:
-    """Open the MLflow run of a job, log its config as params, and close it FAILED on an exception."""
+    """Open the MLflow run of a job, log its config as params, and close it FAILED on an exception.
+
+    `resume_run_id` reopens an earlier run of the same job (a re-submitted training run continues
+    its step series there instead of starting a second, partial run).
+    """
     tracking = tracking or TrackingConfig()
     if not tracking.enabled or world_rank() != 0:
         yield NullRun()
@@ -181,8 +188,26 @@ def job_run(
     configure()
     experiment_id = ensure_experiment(tracking.experiment or f"gleam-{job}")
     all_tags = {"gleam.job": job, "gleam.version": __version__, **tracking.tags, **(tags or {})}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=tracking.run_name, tags=all_tags) as run:
+    if resume_run_id is not None and not _run_exists(resume_run_id):
+        log.warning("MLflow run %s is not in %s: starting a new run", resume_run_id, tracking_uri())
+        resume_run_id = None
+    if resume_run_id is not None:
+        opened = mlflow.start_run(run_id=resume_run_id)
+    else:
+        opened = mlflow.start_run(experiment_id=experiment_id, run_name=tracking.run_name, tags=all_tags)
+    with opened as run:
         handle = JobRun(run.info.run_id)
-        if config is not None:
+        if config is not None and resume_run_id is None:
             handle.log_params(config.model_dump(mode="json", exclude={"tracking"}))
         yield handle
+
+
+def _run_exists(run_id: str) -> bool:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True

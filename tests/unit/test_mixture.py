@@ -75,7 +75,7 @@ def test_tiles_are_unique_within_a_batch_and_no_pair_is_lost() -> None:
 
 
 def test_repeats_are_accepted_when_the_data_cannot_avoid_them() -> None:
-    sampler = MixtureSampler({"drone": stream("drone", [7])}, {"drone": 1}, batch_size=3, max_skips=4)
+    sampler = MixtureSampler({"drone": stream("drone", [7])}, {"drone": 1}, batch_size=3)
     batch = sampler.next_batch()
     assert [r["tile_id"] for r in batch["drone"]] == [7, 7, 7]
 
@@ -83,3 +83,49 @@ def test_repeats_are_accepted_when_the_data_cannot_avoid_them() -> None:
 def test_a_weighted_modality_without_data_is_an_error() -> None:
     with pytest.raises(ValueError, match="no data stream"):
         MixtureSampler({"drone": stream("drone", [1])}, {"drone": 1, "panorama": 1}, batch_size=2)
+
+
+class Counting:
+    """A stream that counts how many rows were pulled from it."""
+
+    def __init__(self, rows: itertools.cycle) -> None:
+        self.rows, self.pulled = rows, 0
+
+    def __next__(self) -> dict:
+        self.pulled += 1
+        return next(self.rows)
+
+
+def test_each_step_pulls_exactly_what_it_serves() -> None:
+    # workers must consume their Ray Data shards at one fixed rate, whatever the tile collisions
+    drone, ground = Counting(stream("drone", [0, 0, 1, 1, 2])), Counting(stream("ground", [0, 1, 2]))
+    sampler = MixtureSampler({"drone": drone, "ground": ground}, {"drone": 1, "ground": 1}, batch_size=4)
+    for step in range(1, 11):
+        sampler.next_batch()
+        assert drone.pulled == ground.pulled == 4 + 2 * step  # look-ahead (batch_size) + 2 per step
+
+
+def test_state_restores_the_same_future_batches() -> None:
+    def make() -> MixtureSampler:
+        return MixtureSampler(
+            {
+                "drone": Counting(stream("drone", [0, 0, 1, 2, 3])),
+                "ground": Counting(stream("ground", [0, 1, 2, 3, 4, 5])),
+            },
+            {"drone": 2, "ground": 1},
+            batch_size=5,
+        )
+
+    first = make()
+    for _ in range(3):
+        first.next_batch()
+    state = first.state()
+    position = {m: s.pulled for m, s in first.streams.items()}
+    expected = [first.next_batch() for _ in range(4)]
+    # a fresh sampler whose streams were advanced to the same position gets the same batches
+    second = make()
+    for modality, consumed in position.items():
+        for _ in range(consumed):
+            next(second.streams[modality])
+    second.restore(state["credit"], state["pools"])
+    assert [second.next_batch() for _ in range(4)] == expected

@@ -8,7 +8,7 @@ import torch
 from gleam.model.encoder import GleamEncoder
 from gleam.model.loss import SymmetricInfoNCE
 from gleam.model.spec import EncoderSpec
-from gleam.training.step import MicroBatch, forward_loss, train_step
+from gleam.training.step import ContrastiveModel, MicroBatch, forward_loss, train_step
 
 
 @pytest.fixture
@@ -48,9 +48,10 @@ def test_repeated_steps_overfit_a_fixed_batch(encoder: GleamEncoder, precision: 
     params = list(encoder.parameters()) + list(loss_fn.parameters())
     optimizer = torch.optim.AdamW(params, lr=3e-3)
     fixed = batch(1)
-    first = train_step(encoder, loss_fn, optimizer, fixed, precision=precision)
+    model = ContrastiveModel(encoder, loss_fn, channels_last=True)
+    first = train_step(model, optimizer, fixed, precision=precision)
     for _ in range(25):
-        last = train_step(encoder, loss_fn, optimizer, fixed, precision=precision, channels_last=True)
+        last = train_step(model, optimizer, fixed, precision=precision)
     assert last["loss"] < 0.6 * first["loss"]
     assert last["pairs"] == 5 and last["grad_norm"] >= 0 and last["lr"] == pytest.approx(3e-3)
 
@@ -58,7 +59,7 @@ def test_repeated_steps_overfit_a_fixed_batch(encoder: GleamEncoder, precision: 
 def test_gradient_clipping_bounds_the_update(encoder: GleamEncoder) -> None:
     loss_fn = SymmetricInfoNCE()
     optimizer = torch.optim.SGD(encoder.parameters(), lr=0.0)
-    stats = train_step(encoder, loss_fn, optimizer, batch(2), grad_clip=1e-6)
+    stats = train_step(ContrastiveModel(encoder, loss_fn), optimizer, batch(2), grad_clip=1e-6)
     total = torch.sqrt(sum((p.grad.float() ** 2).sum() for p in encoder.parameters() if p.grad is not None))
     assert stats["grad_norm"] > 1e-6 and float(total) <= 1e-6 * 1.01
 
@@ -66,4 +67,4 @@ def test_gradient_clipping_bounds_the_update(encoder: GleamEncoder) -> None:
 def test_unknown_precision_is_refused(encoder: GleamEncoder) -> None:
     optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="precision"):
-        train_step(encoder, SymmetricInfoNCE(), optimizer, batch(), precision="fp8")
+        train_step(ContrastiveModel(encoder, SymmetricInfoNCE()), optimizer, batch(), precision="fp8")

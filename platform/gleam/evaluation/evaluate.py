@@ -91,7 +91,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     with job_run("evaluate", config, config.tracking, tags=tags) as run:
         run.log_params({"encoder_uri": info.uri, "encoder_model_version": info.model_version})
         gallery = _embed(
-            corpus, "tiles", _split_filter(config.split), Modality.SATELLITE, encoder, spec, config
+            corpus, "tiles", _split_filter(config.split), Modality.SATELLITE, encoder, spec, config.batch_size
         )
         if not gallery.ids:
             raise EmptySplitError(f"split {config.split!r} of {corpus.uri} has no tiles")
@@ -101,7 +101,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         counts: dict[str, int] = {}
         for modality in modalities:
             where = _split_filter(config.split) & (pc.field("modality") == modality.value)
-            queries = _embed(corpus, "queries", where, modality, encoder, spec, config)
+            queries = _embed(corpus, "queries", where, modality, encoder, spec, config.batch_size)
             if not queries.ids:
                 raise EmptySplitError(
                     f"split {config.split!r} of {corpus.uri} has no {modality.value} queries"
@@ -116,6 +116,30 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             {"split": config.split, "gallery_size": len(gallery.ids), "metrics": metrics}, "metrics.json"
         )
     return EvaluationResult(metrics, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint)
+
+
+def split_metrics(
+    corpus: PreparedCorpus,
+    encoder: GleamEncoder,
+    spec: EncoderSpec,
+    split: str,
+    modalities: Sequence[Modality | str] | None = None,
+    batch_size: int = 64,
+    ks: Sequence[int] = (1, 5, 10),
+) -> tuple[dict[str, dict[str, float]], int]:
+    """(metrics per modality, gallery size) of an in-memory encoder: training's validation, no MLflow."""
+    present = _queries_per_modality(corpus, split)
+    wanted = [Modality(m) for m in (modalities or sorted(present)) if present.get(Modality(m).value)]
+    gallery = _embed(corpus, "tiles", _split_filter(split), Modality.SATELLITE, encoder, spec, batch_size)
+    if not gallery.ids or not wanted:
+        raise EmptySplitError(f"split {split!r} of {corpus.uri} has no tiles or no queries to validate with")
+    index = _flat_index(gallery.vectors)
+    metrics = {}
+    for modality in wanted:
+        where = _split_filter(split) & (pc.field("modality") == modality.value)
+        queries = _embed(corpus, "queries", where, modality, encoder, spec, batch_size)
+        metrics[modality.value] = search_metrics(index, queries, gallery.ids, ks)
+    return metrics, len(gallery.ids)
 
 
 # --- what to evaluate ---------------------------------------------------------------------------------
@@ -160,7 +184,7 @@ def _embed(
     modality: Modality,
     encoder: GleamEncoder,
     spec: EncoderSpec,
-    config: EvaluateConfig,
+    batch_size: int,
 ) -> Embedded:
     """Stream one part's images through the encoder; keep ids, labels and vectors only."""
     id_column = "tile_id" if part == "tiles" else "query_id"
@@ -168,7 +192,7 @@ def _embed(
     labels: list[str] = []
     chunks: list[np.ndarray] = []
     columns = list(dict.fromkeys([id_column, "tile_id", "image"]))
-    for batch in _batches(corpus, part, columns, where, config.batch_size):
+    for batch in _batches(corpus, part, columns, where, batch_size):
         ids.extend(batch.column(id_column).to_pylist())
         labels.extend(batch.column("tile_id").to_pylist())
         chunks.append(embed_images(encoder, spec, batch.column("image").to_pylist(), modality))

@@ -4,7 +4,8 @@ Each step's batch is split across modalities by the phase's mixture weights, not
 modality has, so 30k drone pairs are not drowned by 500k panoramas. Shares are allocated with carried
 remainders (smooth weighted round robin), so over any run of steps every modality gets its exact share
 and no step is left to chance. Within a batch a tile is used once where the data allows: a repeated
-tile would be a false negative for the contrastive loss, so such a pair waits for a later batch.
+tile would be a false negative for the contrastive loss, so such a pair waits in a small look-ahead
+pool for a later batch.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ class Allocator:
 class MixtureSampler:
     """Draws each step's per-modality micro-batches from endless per-modality row streams.
 
-    `streams` yield rows with at least `tile_id`; they are expected to repeat (epochs) and be shuffled
-    by the caller (Ray Data shards). Pairs skipped because their tile is already in the batch are kept
-    in a small per-modality backlog and served first next time, so nothing is dropped.
+    `streams` yield rows with at least `tile_id`; they repeat (epochs) and are shuffled by the caller
+    (Ray Data shards). Each modality keeps a look-ahead pool of `lookahead` rows: a step pulls exactly
+    as many new rows as it serves, then serves the oldest pooled rows whose tile is not yet in the
+    batch (the oldest at all when the data cannot avoid a repeat). So nothing is dropped, nothing
+    starves, and every worker consumes its shards at the same fixed rate: Ray Data's split iterators
+    start an epoch only when every worker asks for it, and a worker that ran ahead would wait there
+    while the others wait for it in the gradient all-reduce.
     """
 
     def __init__(
@@ -77,7 +82,7 @@ class MixtureSampler:
         weights: Mapping[str, float],
         batch_size: int,
         unique_tiles: bool = True,
-        max_skips: int = 64,
+        lookahead: int | None = None,
     ) -> None:
         missing = set(normalise_weights(weights)) - set(streams)
         if missing:
@@ -85,36 +90,52 @@ class MixtureSampler:
         self.allocator = Allocator(weights, batch_size)
         self.streams = dict(streams)
         self.unique_tiles = unique_tiles
-        self.max_skips = max_skips
-        self.backlog: dict[str, deque[Row]] = {m: deque() for m in self.streams}
+        self.lookahead = batch_size if lookahead is None else lookahead
+        self.pools: dict[str, deque[Row]] | None = None
 
-    def _next_row(self, modality: str, used: set[Any]) -> Row:
-        """The next row whose tile is not in `used`; after max_skips attempts, accept a repeat."""
-        backlog = self.backlog[modality]
-        for _ in range(len(backlog)):
-            row = backlog.popleft()
+    def _fill(self) -> dict[str, deque[Row]]:
+        if self.pools is None:
+            self.pools = {
+                m: deque(next(self.streams[m]) for _ in range(self.lookahead)) for m in self.allocator.weights
+            }
+        return self.pools
+
+    def _take(self, modality: str, count: int, used: set[Any]) -> list[Row]:
+        pool = self._fill()[modality]
+        pool.extend(next(self.streams[modality]) for _ in range(count))
+        chosen: list[int] = []
+        for index, row in enumerate(pool):
+            if len(chosen) == count:
+                break
             if not self.unique_tiles or row["tile_id"] not in used:
-                return row
-            backlog.append(row)
-        skipped = 0
-        while True:
-            row = next(self.streams[modality])
-            if not self.unique_tiles or row["tile_id"] not in used or skipped >= self.max_skips:
-                return row
-            backlog.append(row)
-            skipped += 1
+                chosen.append(index)
+                used.add(row["tile_id"])
+        for index in range(len(pool)):  # the data cannot avoid a repeat: the oldest rows go first
+            if len(chosen) == count:
+                break
+            if index not in chosen:
+                chosen.append(index)
+        picked = set(chosen)
+        rows = [pool[i] for i in sorted(picked)]
+        kept = [row for i, row in enumerate(pool) if i not in picked]
+        pool.clear()
+        pool.extend(kept)
+        return rows
 
     def next_batch(self) -> dict[str, list[Row]]:
         used: set[Any] = set()
-        batch: dict[str, list[Row]] = {}
-        for modality, count in self.allocator.next().items():
-            rows = []
-            for _ in range(count):
-                row = self._next_row(modality, used)
-                used.add(row["tile_id"])
-                rows.append(row)
-            batch[modality] = rows
-        return batch
+        return {m: self._take(m, count, used) for m, count in self.allocator.next().items()}
+
+    def state(self) -> dict[str, Any]:
+        """Allocator credit and the pooled rows: with the streams' positions, the sampler's exact state."""
+        return {
+            "credit": self.allocator.state(),
+            "pools": {m: list(p) for m, p in (self.pools or {}).items()},
+        }
+
+    def restore(self, credit: Mapping[str, float], pools: Mapping[str, list[Row]] | None) -> None:
+        self.allocator.restore(credit)
+        self.pools = None if pools is None else {m: deque(pools.get(m, [])) for m in self.allocator.weights}
 
     def __iter__(self) -> Iterator[dict[str, list[Row]]]:
         while True:

@@ -4,6 +4,10 @@ Each modality's queries are encoded as their own micro-batch at their own image 
 wide), the tiles of every modality together in one pass at the satellite size, and the loss is taken
 once over the concatenation: the contrastive negatives of a drone query include the tiles of the
 panorama pairs in the same step, exactly as in a single mixed batch.
+
+`ContrastiveModel` holds the encoder *and* the loss (whose logit scale is a parameter) and does the
+whole forward in one call, so DDP wraps it once: one forward per step, and the logit scale's gradient
+is averaged over workers like every other parameter (see gleam.model.loss for why that is exact).
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ class MicroBatch:
     queries: torch.Tensor  # (n, 3, H_modality, W_modality)
     tiles: torch.Tensor  # (n, 3, H_satellite, W_satellite)
     tile_ids: Sequence[Any]
+
+    def to(self, device: torch.device | str, channels_last: bool = False) -> MicroBatch:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return MicroBatch(
+            self.queries.to(device, non_blocking=True, memory_format=fmt),
+            self.tiles.to(device, non_blocking=True, memory_format=fmt),
+            self.tile_ids,
+        )
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -50,32 +62,56 @@ def forward_loss(
     return loss_fn(torch.cat(query_embeddings), tile_embeddings, tile_ids)
 
 
+class ContrastiveModel(nn.Module):
+    """Encoder + loss as one module: `model(batch)` -> (loss, stats). Wrap this in DDP, not the encoder."""
+
+    def __init__(self, encoder: nn.Module, loss_fn: nn.Module, channels_last: bool = False) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.loss_fn = loss_fn
+        self.channels_last = channels_last
+
+    def forward(self, batch: Mapping[str, MicroBatch]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return forward_loss(self.encoder, self.loss_fn, batch, self.channels_last)
+
+
+def unwrap_model(model: nn.Module) -> ContrastiveModel:
+    """The ContrastiveModel inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while not isinstance(model, ContrastiveModel):
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            raise TypeError(f"expected a ContrastiveModel, got {type(model).__name__}")
+        model = inner
+    return model
+
+
 def train_step(
-    encoder: nn.Module,
-    loss_fn: nn.Module,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batch: Mapping[str, MicroBatch],
     *,
     precision: str = "fp32",
     grad_clip: float | None = 1.0,
-    channels_last: bool = False,
     scheduler: Any = None,
 ) -> dict[str, float]:
-    """Forward, backward, clip, step; returns plain floats for logging."""
-    device = next(encoder.parameters()).device
+    """Forward, backward, clip, step; returns plain floats for logging.
+
+    `model` is a ContrastiveModel, possibly wrapped in DDP or torch.compile.
+    """
+    device = next(model.parameters()).device
     optimizer.zero_grad(set_to_none=True)
     with autocast_for(device, precision):
-        loss, stats = forward_loss(encoder, loss_fn, batch, channels_last)
+        loss, stats = model(batch)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip) if grad_clip else None
     optimizer.step()
+    loss_fn = unwrap_model(model).loss_fn
     if hasattr(loss_fn, "clamp_logit_scale_"):
         loss_fn.clamp_logit_scale_()
     if scheduler is not None:
         scheduler.step()
     out = {k: float(v) for k, v in stats.items()}
-    out["loss"] = float(loss.detach())
     out["lr"] = float(optimizer.param_groups[0]["lr"])
     if grad_norm is not None:
         out["grad_norm"] = float(grad_norm)

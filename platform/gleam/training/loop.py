@@ -1,0 +1,347 @@
+"""The per-worker training loop that Ray Train runs on every worker of a GLEAM-C phase.
+
+Everything a worker needs arrives in one JSON-able payload (the validated config, the step count, the
+MLflow run), so a restarted worker group rebuilds the same loop. The loop resumes from
+`ray.train.get_checkpoint()` when there is one: after a worker failure (FailureConfig) and when the
+same run is submitted again. A checkpoint holds:
+
+    encoder/            the encoder in the saved-weights format (so `init: <checkpoint>/encoder` works)
+    trainer.{json,safetensors}   optimiser, scheduler and loss state, and the step
+    data/rank-<r>.json           this worker's shard positions and mixture credit
+    data/rank-<r>-pool.parquet   the pairs waiting in its mixture look-ahead pools
+
+Random draws are functions of (seed, rank, step) (see feed.py), so the step restores them too. Rank 0
+alone logs to MLflow; every rank writes its own data position into the same checkpoint (Ray Train
+merges the workers' folders) and calls `ray.train.report` at the same steps (a barrier).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from gleam.model import weights
+from gleam.model.encoder import GleamEncoder
+from gleam.model.loss import SymmetricInfoNCE
+from gleam.model.spec import EncoderSpec
+from gleam.training.config import TrainConfig
+from gleam.training.feed import BatchBuilder, ShardStream, seed_step
+from gleam.training.mixture import MixtureSampler
+from gleam.training.state_io import load_state, save_state
+from gleam.training.step import ContrastiveModel, train_step, unwrap_model
+
+log = logging.getLogger(__name__)
+
+ENCODER_DIR = "encoder"
+TRAINER_STATE = "trainer"
+DATA_DIR = "data"
+
+
+# --- model, optimiser, schedule -----------------------------------------------------------------------
+
+
+def build_encoder(config: TrainConfig, checkpoint_dir: Path | None) -> tuple[GleamEncoder, EncoderSpec]:
+    """The encoder to train: from the checkpoint when resuming, else `init`, else a new `encoder` spec."""
+    if checkpoint_dir is not None:
+        encoder, spec, _ = weights.load(str(checkpoint_dir / ENCODER_DIR))
+        return encoder.train(), spec
+    if config.init is not None:
+        encoder, spec, _ = weights.load(config.init)
+    else:
+        spec = config.encoder or EncoderSpec()
+        encoder = GleamEncoder(spec)
+    if config.image_sizes:
+        sized = EncoderSpec.model_validate(
+            {**spec.model_dump(mode="json"), "image_sizes": {**spec.image_sizes, **config.image_sizes}}
+        )
+        resized = GleamEncoder(sized, load_pretrained=False)
+        try:
+            resized.load_state_dict(encoder.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"image_sizes: {spec.backbone} weights do not fit the new sizes: {exc}"
+            ) from None
+        encoder, spec = resized, sized
+    return encoder.train(), spec
+
+
+def freeze(encoder: nn.Module, patterns: list[str]) -> int:
+    """Set requires_grad=False on parameters matching any pattern; returns how many were frozen."""
+    names = [name for name, _ in encoder.named_parameters()]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise ValueError(f"freeze: pattern {pattern!r} matches no parameter (e.g. {names[:3]})")
+    frozen = 0
+    for name, param in encoder.named_parameters():
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def build_optimizer(model: ContrastiveModel, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; biases, norms and the logit scale (all < 2-D) get no weight decay, as in CLIP."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    opt = config.optimizer
+    groups = [
+        {"params": decay, "weight_decay": opt.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=opt.lr, betas=opt.betas)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
+    """LR multiplier of step s (0-based): linear warm-up to 1, then cosine to min_ratio at the last step."""
+
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / span)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    folder: Path,
+    rank: int,
+    model: ContrastiveModel,
+    spec: EncoderSpec,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    step: int,
+    streams: Mapping[str, ShardStream],
+    sampler: MixtureSampler,
+    world: int,
+    extra: Mapping[str, Any],
+) -> None:
+    if rank == 0:
+        weights.save(model.encoder, spec, str(folder / ENCODER_DIR), extra={"step": step, **extra})
+        state = {
+            "step": step,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "loss": model.loss_fn.state_dict(),
+        }
+        save_state(state, folder, TRAINER_STATE)
+    data = folder / DATA_DIR
+    data.mkdir(parents=True, exist_ok=True)
+    sampler_state = sampler.state()
+    position = {
+        "world_size": world,
+        "step": step,
+        "streams": {m: s.position() for m, s in streams.items()},
+        "credit": sampler_state["credit"],
+    }
+    (data / f"rank-{rank}.json").write_text(json.dumps(position))
+    rows = [row for pool in sampler_state["pools"].values() for row in pool]
+    if rows:
+        pq.write_table(pa.Table.from_pylist(rows), data / f"rank-{rank}-pool.parquet")
+
+
+def restore_trainer(
+    folder: Path, model: ContrastiveModel, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> int:
+    state = load_state(folder, TRAINER_STATE)
+    model.loss_fn.load_state_dict(state["loss"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"])
+
+
+def restore_data(folder: Path, rank: int, world: int) -> tuple[dict[str, Any], dict[str, list[dict]]] | None:
+    """This rank's positions and pools, or None when the checkpoint was made with another world size."""
+    path = folder / DATA_DIR / f"rank-{rank}.json"
+    if not path.exists():
+        return None
+    position = json.loads(path.read_text())
+    if int(position["world_size"]) != world:
+        log.warning(
+            "checkpoint was written by %s workers, now %s: shard positions do not carry over, the "
+            "interrupted epoch restarts",
+            position["world_size"],
+            world,
+        )
+        return None
+    pools: dict[str, list[dict]] = {}
+    pool_path = folder / DATA_DIR / f"rank-{rank}-pool.parquet"
+    if pool_path.exists():
+        for row in pq.read_table(pool_path).to_pylist():
+            pools.setdefault(row["modality"], []).append(row)
+    return position, pools
+
+
+# --- MLflow from rank 0 ----------------------------------------------------------------------------------
+
+
+class StepLogger:
+    """Per-step metrics to the driver's MLflow run, from rank 0 only (a no-op elsewhere)."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None, rank: int) -> None:
+        self.client = None
+        self.run_id = run_id
+        if run_id and tracking_uri and rank == 0:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.client is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: TrainConfig) -> dict[str, float]:
+    """Rank 0's retrieval metrics on the validation split, flattened as `val.<modality>.R_at_1`."""
+    from gleam.corpus.reader import open_corpus
+    from gleam.evaluation.evaluate import EmptySplitError, mlflow_metric_name, split_metrics
+
+    encoder = model.encoder
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        metrics, gallery = split_metrics(
+            open_corpus(config.corpus),
+            encoder,
+            spec,
+            config.validation.split,
+            [m.value for m in config.modalities],
+            config.validation.batch_size,
+        )
+    except EmptySplitError as exc:
+        log.warning("validation skipped: %s", exc)
+        return {}
+    finally:
+        encoder.train(was_training)
+    flat = {"val.gallery_size": float(gallery)}
+    for modality, values in metrics.items():
+        for name in ("R@1", "R@5", "R@10", "AP"):
+            if name in values:
+                flat[f"val.{mlflow_metric_name(modality, name)}"] = values[name]
+    return flat
+
+
+# --- the loop --------------------------------------------------------------------------------------------
+
+
+def train_worker(payload: dict[str, Any]) -> None:
+    """Ray Train's `train_loop_per_worker` for GLEAM-C."""
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig.model_validate(payload["config"])
+    total_steps = int(payload["total_steps"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    precision = resolve_precision(config.precision, device)
+
+    checkpoint = ray.train.get_checkpoint()
+    with tempfile.TemporaryDirectory(prefix="gleam-resume-") as tmp:
+        resume_dir = Path(checkpoint.to_directory(tmp)) if checkpoint else None
+        encoder, spec = build_encoder(config, resume_dir)
+        if config.freeze:
+            freeze(encoder, config.freeze)
+        loss_fn = SymmetricInfoNCE(
+            config.loss.temperature, config.loss.max_logit_scale, config.loss.label_smoothing
+        )
+        model = ContrastiveModel(encoder, loss_fn, channels_last=spec.channels_last).to(device)
+        optimizer = build_optimizer(model, config)
+        schedule = warmup_cosine(total_steps, config.optimizer.warmup_steps, config.optimizer.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        step, data_state = 0, None
+        if resume_dir is not None:
+            step = restore_trainer(resume_dir, model, optimizer, scheduler)
+            data_state = restore_data(resume_dir, rank, world)
+
+    weights_by_modality = config.weights()
+    positions = data_state[0]["streams"] if data_state else {}
+    streams = {
+        m: ShardStream(
+            ray.train.get_dataset_shard(m),
+            m,
+            config.seed,
+            rank,
+            config.shuffle_buffer,
+            **positions.get(m, {"epoch": 0, "consumed": 0}),
+        )
+        for m, w in weights_by_modality.items()
+        if w > 0
+    }
+    sampler = MixtureSampler(streams, {m: weights_by_modality[m] for m in streams}, config.batch_size)
+    if data_state:
+        sampler.restore(data_state[0]["credit"], data_state[1])
+    builder = BatchBuilder(spec, config.augment, config.seed, rank, config.loader_threads)
+    trained: nn.Module = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
+    if config.compile:
+        trained = torch.compile(trained)
+    logger = StepLogger(payload.get("run_id"), payload.get("tracking_uri"), rank)
+    extra = {"phase": config.phase, "run": config.name}
+    if step:
+        log.info("rank %d resumes at step %d of %d", rank, step, total_steps)
+    try:
+        while step < total_steps:
+            started = time.perf_counter()
+            batch = {
+                m: b.to(device, spec.channels_last)
+                for m, b in builder.build(sampler.next_batch(), step).items()
+            }
+            seed_step(config.seed, rank, step)
+            stats = train_step(
+                trained,
+                optimizer,
+                batch,
+                precision=precision,
+                grad_clip=config.grad_clip,
+                scheduler=scheduler,
+            )
+            step += 1
+            stats["pairs_per_s"] = stats["pairs"] * world / max(time.perf_counter() - started, 1e-9)
+            stats.update({f"epoch.{m}": float(s.epoch) for m, s in streams.items()})
+            if step % config.log_every == 0 or step == total_steps:
+                logger.log(stats, step)
+            last = step == total_steps
+            validate = config.validation.enabled and (
+                last or (config.validation.every and step % config.validation.every == 0)
+            )
+            val = validation_metrics(unwrap_model(trained), spec, config) if validate and rank == 0 else {}
+            logger.log(val, step)
+            if last or step % config.checkpoint.every == 0:
+                with tempfile.TemporaryDirectory(prefix="gleam-ckpt-") as folder:
+                    save_checkpoint(
+                        Path(folder), rank, unwrap_model(trained), spec, optimizer, scheduler,
+                        step, streams, sampler, world, extra,
+                    )  # fmt: skip
+                    metrics = {"step": step, "loss": stats["loss"], **val}
+                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    finally:
+        builder.close()
