@@ -91,9 +91,8 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     init = config.init
     if init is not None and not init.startswith("models:/"):
         init = storage.normalize(init)
-    return config.model_copy(
-        update={"corpus": storage.normalize(config.corpus), "init": init, "storage_path": storage.normalize(root)}
-    )
+    corpus = storage.normalize(config.corpus)
+    return config.model_copy(update={"corpus": corpus, "init": init, "storage_path": storage.normalize(root)})
 
 
 def run_dir(config: TrainConfig) -> str:
