@@ -29,8 +29,8 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)")
 ]
 
-# exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights),
-# 4 storage unreachable
+# exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights,
+# a training run of that name with another config), 4 storage unreachable, 5 training failed (re-run resumes)
 USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
 
 
@@ -40,9 +40,18 @@ def _user_errors() -> dict[type[BaseException], int]:
     from gleam.corpus.world import WorldExistsError
     from gleam.evaluation.evaluate import EmptySplitError
     from gleam.model.weights import WeightsError
+    from gleam.training.phases import NoTrainingPairsError, TrainingFailedError, TrainRunExistsError
 
-    refused = (CorpusExistsError, CorpusNotReady, WorldExistsError, EmptySplitError, WeightsError)
-    return {**USER_ERRORS, **dict.fromkeys(refused, 3)}
+    refused = (
+        CorpusExistsError,
+        CorpusNotReady,
+        WorldExistsError,
+        EmptySplitError,
+        WeightsError,
+        NoTrainingPairsError,
+        TrainRunExistsError,
+    )
+    return {**USER_ERRORS, **dict.fromkeys(refused, 3), TrainingFailedError: 5}
 
 
 def run_guarded(action: Callable[[], T]) -> T:
@@ -79,21 +88,27 @@ def prepare(config: ConfigOption = None, set_: SetOption = None) -> None:
 @app.command()
 def evaluate(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Evaluate an encoder on a prepared split: exact FAISS search, per-modality R@k / AP to MLflow."""
-    from rich.table import Table
-
     from gleam.evaluation.evaluate import evaluate as run_evaluate
+    from gleam.evaluation.report import metrics_table
 
     cfg = run_guarded(lambda: load_config(EvaluateConfig, config, set_))
     result = run_guarded(lambda: run_evaluate(cfg))
-    table = Table(title=f"{result.split} split: {result.gallery_size} tiles in the gallery")
-    names = [f"R@{k}" for k in cfg.ks] + ["R@1%", "AP"]
-    for column in ["modality", "queries", *names, "chance R@1"]:
-        table.add_column(column, justify="left" if column == "modality" else "right")
-    for modality, metrics in result.metrics.items():
-        values = [f"{metrics[name]:.2f}" for name in names]
-        table.add_row(modality, str(result.query_counts[modality]), *values, f"{result.chance_r1:.2f}")
-    console.print(table)
+    console.print(metrics_table(result, cfg.ks))
     console.print(f"MLflow run: {result.run_id or '(tracking disabled)'}")
+
+
+@app.command()
+def train(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Train one GLEAM-C phase on Ray Train; checkpoints resume, the encoder is registered in MLflow."""
+    from gleam.training.config import TrainConfig
+    from gleam.training.phases import run_training
+    from gleam.training.report import result_table
+
+    cfg = run_guarded(lambda: load_config(TrainConfig, config, set_))
+    result = run_guarded(lambda: run_training(cfg))
+    if result.already_done:
+        console.print(f"run {result.name!r} is already complete for this config: nothing to do")
+    console.print(result_table(result))
 
 
 @app.command()

@@ -21,6 +21,7 @@ import fnmatch
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Mapping
@@ -153,6 +154,7 @@ def save_checkpoint(
     data.mkdir(parents=True, exist_ok=True)
     sampler_state = sampler.state()
     position = {
+        "pid": os.getpid(),  # which process wrote it: shows restarts after a worker failure
         "world_size": world,
         "step": step,
         "streams": {m: s.position() for m, s in streams.items()},
@@ -266,6 +268,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     precision = resolve_precision(config.precision, device)
 
     checkpoint = ray.train.get_checkpoint()
+    torch.manual_seed(config.seed)  # the same initial weights on every run (DDP broadcasts rank 0's)
     with tempfile.TemporaryDirectory(prefix="gleam-resume-") as tmp:
         resume_dir = Path(checkpoint.to_directory(tmp)) if checkpoint else None
         encoder, spec = build_encoder(config, resume_dir)

@@ -19,8 +19,8 @@ from gleam.corpus.schema import Modality
 PAIR_COLUMNS = ["query_id", "modality", "tile_id", "query_image", "tile_image"]
 
 
-def _select(batch: pa.Table, modality: str, split: str) -> pa.Table:
-    mask = pc.and_(pc.equal(batch["modality"], modality), pc.equal(batch["split"], split))
+def _select(batch: pa.Table, modalities: list[str], split: str) -> pa.Table:
+    mask = pc.and_(pc.is_in(batch["modality"], pa.array(modalities)), pc.equal(batch["split"], split))
     kept = batch.filter(mask)
     return kept.select(["query_id", "modality", "tile_id", "image"]).rename_columns(
         ["query_id", "modality", "tile_id", "query_image"]
@@ -35,24 +35,37 @@ def _tile_columns(batch: pa.Table) -> pa.Table:
 def pair_datasets(
     corpus: PreparedCorpus, split: str, modalities: Sequence[Modality | str], partitions: int = 8
 ) -> dict[str, object]:
-    """modality -> ray.data.Dataset with PAIR_COLUMNS, for the queries of `split`."""
+    """modality -> ray.data.Dataset with PAIR_COLUMNS, for the queries of `split`.
+
+    One join serves every modality (a join is a shuffle: doing it once per modality would repeat
+    the tile side each time); the joined pairs are materialised in the object store (spilling to
+    disk when large) and each modality is a filter of them.
+    """
     import ray.data
 
+    names = [Modality(m).value for m in modalities]
+    available = corpus.manifest["counts"]["queries"]
+    for modality in names:
+        if not available.get(modality):
+            raise ValueError(f"corpus {corpus.uri} has no {modality} queries (has: {sorted(available)})")
     fs, _ = storage.resolve(corpus.uri)
     tile_paths = [storage.resolve(u)[1] for u in corpus.files("tiles")]
     query_paths = [storage.resolve(u)[1] for u in corpus.files("queries")]
     tiles = ray.data.read_parquet(tile_paths, filesystem=fs, columns=["tile_id", "image"]).map_batches(
         _tile_columns, batch_format="pyarrow"
     )
-    available = corpus.manifest["counts"]["queries"]
-    out: dict[str, object] = {}
-    for modality in (Modality(m).value for m in modalities):
-        if not available.get(modality):
-            raise ValueError(f"corpus {corpus.uri} has no {modality} queries (has: {sorted(available)})")
-        queries = ray.data.read_parquet(
-            query_paths, filesystem=fs, columns=["query_id", "modality", "tile_id", "image", "split"]
-        ).map_batches(_select, batch_format="pyarrow", fn_kwargs={"modality": modality, "split": split})
-        out[modality] = queries.join(
-            tiles, "inner", num_partitions=partitions, on=("tile_id",)
-        ).select_columns(PAIR_COLUMNS)
-    return out
+    queries = ray.data.read_parquet(
+        query_paths, filesystem=fs, columns=["query_id", "modality", "tile_id", "image", "split"]
+    ).map_batches(_select, batch_format="pyarrow", fn_kwargs={"modalities": names, "split": split})
+    joined = queries.join(tiles, "inner", num_partitions=partitions, on=("tile_id",)).select_columns(
+        PAIR_COLUMNS
+    )
+    pairs = joined.materialize()
+    return {
+        m: pairs.map_batches(_only, batch_format="pyarrow", fn_kwargs={"modality": m}).materialize()
+        for m in names
+    }
+
+
+def _only(batch: pa.Table, modality: str) -> pa.Table:
+    return batch.filter(pc.equal(batch["modality"], modality))

@@ -131,7 +131,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     init_ray()
     partitions = max(1, min(64, sum(counts.values()) // 20_000 + 1))  # join partitions: ~20k pairs each
     pairs = pair_datasets(corpus, "train", modalities, partitions=partitions)
-    datasets = {m: ds.materialize() for m, ds in pairs.items()}
+    datasets = pairs
     tags = {"gleam.phase": config.phase, "gleam.train_run": config.name, "gleam.corpus": corpus.uri}
     resume = previous.get("run_id") if previous else None
     with job_run("train", config, config.tracking, tags=tags, resume_run_id=resume) as run:
