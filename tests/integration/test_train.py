@@ -7,67 +7,21 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from gleam.config import PrepareConfig, WorldConfig, load_config
-from gleam.corpus.prepare import prepare
-from gleam.corpus.world import generate_world
 from gleam.model import weights
-from gleam.training.config import TrainConfig
 from gleam.training.phases import TrainResult, TrainRunExistsError, run_training
+from tests.support.training import committed_checkpoint, train_config, world_corpus
 
 pytestmark = pytest.mark.integration
-
-SIZES = {
-    "satellite": [64, 64],
-    "drone": [64, 64],
-    "streetmap": [64, 64],
-    "ground": [64, 64],
-    "panorama": [128, 64],
-}
 
 
 @pytest.fixture(scope="module")
 def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """24 places in every modality; splits by location hash (train ~70%, val and test the rest)."""
-    root = tmp_path_factory.mktemp("train-world")
-    generate_world(WorldConfig(output=str(root / "raw"), locations=24, tile_size=64, query_size=64, seed=5))
-    overrides = [
-        "name=train",
-        f"output={root / 'prepared'}",
-        "sources.0.kind=world",
-        f"sources.0.uri={root / 'raw'}",
-        "batch_size=16",
-        "tracking.enabled=false",
-        "split.val_fraction=0.15",
-        "split.test_fraction=0.15",
-        *(f"sizes.{m}={json.dumps(s)}" for m, s in SIZES.items()),
-    ]
-    return prepare(load_config(PrepareConfig, None, overrides)).corpus_uri
-
-
-def train_config(corpus: str, storage: Path | str, experiment: str, **fields: object) -> TrainConfig:
-    base: dict[str, object] = {
-        "name": f"run-{uuid.uuid4().hex[:6]}",
-        "corpus": corpus,
-        "modalities": ["drone", "panorama"],
-        "encoder": {"backbone": "test_convnext", "embed_dim": 16, "image_sizes": SIZES},
-        "steps": 6,
-        "batch_size": 4,
-        "loader_threads": 2,
-        "shuffle_buffer": 8,
-        "storage_path": str(storage),
-        "scaling": {"workers": 2, "cpus_per_worker": 0.5},
-        "checkpoint": {"every": 3, "max_failures": 2},
-        "validation": {"split": "val", "batch_size": 16},
-        "registry": {"name": f"gleam-c-test-{uuid.uuid4().hex[:6]}"},
-        "tracking": {"experiment": experiment},
-    }
-    return TrainConfig.model_validate({**base, **fields})
+    return world_corpus(tmp_path_factory.mktemp("train-world"))
 
 
 def logged_steps(client, run_id: str, key: str = "loss") -> list[int]:
@@ -137,14 +91,13 @@ def test_phase2_starts_from_phase1_in_the_registry(
 
 def _committed_checkpoint(run_folder: Path) -> tuple[int, Path] | None:
     """(step, folder) of the latest checkpoint Ray Train has committed (all workers reported it)."""
-    snapshot = run_folder / "checkpoint_manager_snapshot.json"
     try:
-        latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]
-    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        found = committed_checkpoint(
+            json.loads((run_folder / "checkpoint_manager_snapshot.json").read_text())
+        )
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
-    if not latest:
-        return None
-    return int(latest["metrics"]["step"]), run_folder / latest["checkpoint_dir_name"]
+    return None if found is None else (found[0], run_folder / found[1])
 
 
 def _worker_pids(checkpoint: Path) -> set[int]:
