@@ -47,25 +47,50 @@ def test_world_rendered_on_ray_is_byte_identical_to_one_process(ray_cluster, tmp
 def test_demo_runs_twice_on_small_configs(
     ray_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """world -> prepare -> train phase 1 and 2 -> evaluate, on the repository's demo configs made small."""
     store = tmp_path / "store"
     monkeypatch.setenv("GLEAM_STORE", str(store))
+    monkeypatch.setenv("GLEAM_HOME", str(tmp_path / "home"))
     configs = tmp_path / "configs"
     configs.mkdir()
     repo_configs = Path(__file__).resolve().parents[2] / "jobs" / "configs"
-    world = yaml.safe_load((repo_configs / "world_demo.yaml").read_text())
-    world.update(locations=10, distractors=3)
-    (configs / "world_demo.yaml").write_text(yaml.safe_dump(world))
-    prepare = yaml.safe_load((repo_configs / "prepare_demo.yaml").read_text())
-    prepare["tracking"]["experiment"] = f"demo-{tmp_path.name}"
-    (configs / "prepare_demo.yaml").write_text(yaml.safe_dump(prepare))
+    model = f"gleam-c-demo-{tmp_path.name[-8:]}"
+
+    def copy(name: str, **changes: object) -> None:
+        data = yaml.safe_load((repo_configs / name).read_text())
+        data.update(changes)
+        if "tracking" in data:
+            data["tracking"]["experiment"] = f"demo-{tmp_path.name}"
+        (configs / name).write_text(yaml.safe_dump(data))
+
+    copy("world_demo.yaml", locations=16, distractors=3)
+    copy("prepare_demo.yaml")
+    small = {
+        "steps": 3,
+        "batch_size": 4,
+        "checkpoint": {"every": 3},
+        "scaling": {"workers": 2, "cpus_per_worker": 0.5},
+    }
+    copy("train_demo_phase1.yaml", **small, registry={"name": model})
+    copy(
+        "train_demo_phase2.yaml",
+        **small,
+        init=f"models:/{model}@phase1",
+        registry={"name": model, "champion": True},
+    )
+    copy("evaluate_demo.yaml", encoder=f"models:/{model}@champion", grid_queries=2)
 
     first = CliRunner().invoke(app, ["demo", "--configs", str(configs)])
     assert first.exit_code == 0, first.output
     counts = open_corpus(str(store / "prepared" / "world-demo")).manifest["counts"]
-    assert counts["tiles"] == 13 and counts["queries"] == {
-        m: 10 for m in ("drone", "ground", "panorama", "streetmap")
+    assert counts["tiles"] == 19 and counts["queries"] == {
+        m: 16 for m in ("drone", "ground", "panorama", "streetmap")
     }
-    assert "accepted 53 + rejected 0 = listed 53" in first.output
+    assert "accepted 83 + rejected 0 = listed 83" in first.output
+    assert "phase1" in first.output and "phase2" in first.output
+    for modality in ("drone", "ground", "panorama", "streetmap"):
+        assert modality in first.output.split("evaluate the phase-2 encoder")[1]
 
     second = CliRunner().invoke(app, ["demo", "--configs", str(configs)])
     assert second.exit_code == 0 and "reused" in second.output
+    assert second.output.count("run already complete for this config: reused") == 2
