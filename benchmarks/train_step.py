@@ -8,17 +8,27 @@ on that very batch (the platform's overhead); `train_step` on the batch split ov
 (panoramas are 2x wide: compare Mpx/s); with `--with-decode`, TrainTransform on JPEG bytes alone and
 in front of the step (the data cost per pair when loading is not overlapped).
 
+With `--ray-workers N` it measures instead what Ray Train costs: the real training job
+(`gleam.training.phases.run_training`) with N workers on a small synthetic world corpus, against the
+single-process "decode+augment, then platform step" mode on the same global batch with `--threads`.
+
     .venv/bin/python benchmarks/train_step.py                      # CPU: test_convnext, 64 px
     .venv/bin/python benchmarks/train_step.py --backbone convnext_base --size 384 --batch 64 \\
         --precision bf16 --channels-last --fp16-baseline          # GPU: Sample4Geo's fp16 vs ours
+    .venv/bin/python benchmarks/train_step.py --ray-workers 2 --threads 2 --steps 5 --repeats 4 \\
+        --ray-steps 40 --ray-warmup 8                             # Ray Train's overhead on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -223,6 +233,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--with-decode", action="store_true", help="also time TrainTransform on JPEG bytes")
     parser.add_argument("--no-write", action="store_true", help="print only; do not touch docs/benchmarks.md")
+    parser.add_argument(
+        "--ray-workers", type=int, default=0, help="N > 0: run_training on N Ray Train workers vs one process"
+    )
+    parser.add_argument("--ray-steps", type=int, default=60, help="steps of the Ray Train run")
+    parser.add_argument("--ray-warmup", type=int, default=10, help="first Ray steps left out of the median")
+    parser.add_argument("--locations", type=int, default=200, help="places of the synthetic world corpus")
+    parser.add_argument("--loader-threads", type=int, default=1, help="decode threads per Ray worker")
     return parser.parse_args()
 
 
@@ -249,8 +266,217 @@ def build_modes(args: argparse.Namespace, device: torch.device) -> dict[str, tup
     return modes
 
 
+# --- --ray-workers: the real training job on Ray Train vs one process -------------------------------------
+
+
+def ray_environment(root: str) -> None:
+    """Everything the job writes (MLflow store, .gleam home) goes under `root`; set before Ray starts."""
+    os.environ.update(
+        {
+            "GLEAM_HOME": f"{root}/home",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+        }
+    )
+    os.environ.pop("GLEAM_STORE", None)
+
+
+def build_corpus(root: str, locations: int, size: int) -> str:
+    """A prepared synthetic world at `size` px (panoramas 2x wide); returns its URI."""
+    from gleam.config import PrepareConfig, WorldConfig, load_config
+    from gleam.corpus.prepare import prepare
+    from gleam.corpus.world import generate_world
+
+    generate_world(
+        WorldConfig(output=f"{root}/raw", locations=locations, tile_size=size, query_size=size, seed=1)
+    )
+    sizes = {m: [size, size] for m in ("satellite", "drone", "streetmap", "ground")} | {
+        "panorama": [2 * size, size]
+    }
+    overrides = [
+        "name=bench",
+        f"output={root}/prepared",
+        "sources.0.kind=world",
+        f"sources.0.uri={root}/raw",
+        "tracking.enabled=false",
+        *(f"sizes.{m}={json.dumps(s)}" for m, s in sizes.items()),
+    ]
+    return prepare(load_config(PrepareConfig, None, overrides)).corpus_uri
+
+
+def ray_run(args: argparse.Namespace, spec: EncoderSpec, corpus: str, root: str) -> dict[str, Any]:
+    """One run_training; its per-step `pairs_per_s` and step timestamps, read back from MLflow."""
+    from mlflow import MlflowClient
+
+    from gleam.tracking import tracking_uri
+    from gleam.training.config import TrainConfig
+    from gleam.training.phases import run_training
+
+    workers = args.ray_workers
+    config = TrainConfig.model_validate(
+        {
+            "name": "bench-train",
+            "corpus": corpus,
+            "modalities": [m.strip() for m in args.modalities.split(",") if m.strip()],
+            "encoder": spec.model_dump(mode="json"),
+            "steps": args.ray_steps,
+            "batch_size": args.batch // workers,
+            "precision": args.precision,
+            "loader_threads": args.loader_threads,
+            "scaling": {"workers": workers, "cpus_per_worker": 1},
+            "checkpoint": {"every": 10**6},
+            "validation": {"enabled": False},
+            "registry": {"enabled": False},
+            "storage_path": f"{root}/train",
+            "tracking": {"experiment": "bench-train"},
+        }
+    )
+    start_wall, start = time.time(), time.perf_counter()
+    result = run_training(config)
+    wall, end_wall = time.perf_counter() - start, time.time()
+    client = MlflowClient(tracking_uri())
+    history = sorted(client.get_metric_history(result.run_id, "pairs_per_s"), key=lambda m: m.step)
+    params = client.get_run(result.run_id).data.params
+    return {
+        "wall": wall,
+        "start": start_wall,
+        "end": end_wall,
+        "steps": [m.step for m in history],
+        "rates": [m.value for m in history],
+        "stamps": [m.timestamp / 1000 for m in history],  # logged right after each step (ms)
+        "train_pairs": {k[12:]: int(v) for k, v in params.items() if k.startswith("train_pairs.")},
+        "global_batch": config.batch_size * workers,
+    }
+
+
+def ray_section(args: argparse.Namespace) -> str:
+    """Corpus, single-process repeats, the Ray Train run, single-process repeats again; the body."""
+    workers = args.ray_workers
+    if args.batch % workers:
+        raise SystemExit(f"--batch {args.batch} must split evenly over {workers} workers")
+    if args.ray_steps <= args.ray_warmup + 1:
+        raise SystemExit("--ray-steps must exceed --ray-warmup + 1")
+    if args.fp16_baseline:
+        raise SystemExit("--ray-workers compares bf16/fp32 runs; leave out --fp16-baseline")
+    device = torch.device("cpu")
+    threads = args.threads or workers
+    torch.set_num_threads(threads)
+    spec = EncoderSpec.tiny(backbone=args.backbone, size=args.size, channels_last=args.channels_last)
+    mods = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    root = tempfile.mkdtemp(prefix="gleam-bench-train-")
+    ray_environment(root)
+    import ray
+
+    from gleam.cluster import init_ray
+
+    init_ray(num_cpus=workers)
+    started = time.perf_counter()
+    corpus = build_corpus(root, args.locations, args.size)
+    corpus_s = time.perf_counter() - started
+    print(f"corpus ready in {corpus_s:.1f} s: {corpus}", file=sys.stderr)
+
+    # the reference uses `threads` (the cores the workers get); 1 thread too, as OpenMP may stall on a
+    # shared host; interleaved per repeat, half of the repeats before the Ray run and half after
+    decode = make_decode(spec, args.batch, mods, device)
+    settings = list(dict.fromkeys([threads, 1]))
+    steps = {n: make_platform(spec, decode, args.precision, args.channels_last, device) for n in settings}
+    single: dict[int, list[float]] = {n: [] for n in settings}
+
+    def repeats(count: int) -> None:
+        for n in settings:
+            torch.set_num_threads(n)
+            time_loop(steps[n], args.warmup, device)
+        for _ in range(count):
+            for n in settings:
+                torch.set_num_threads(n)
+                single[n].append(time_loop(steps[n], args.steps, device))
+            print("single process: " + ", ".join(f"{s[-1]:.2f} s" for s in single.values()), file=sys.stderr)
+
+    repeats(args.repeats // 2)
+    run = ray_run(args, spec, corpus, root)
+    repeats(args.repeats - args.repeats // 2)
+    ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)  # corpus, checkpoints, MLflow store
+
+    global_batch = run["global_batch"]
+    single_rates = {n: [args.batch * args.steps / s for s in single[n]] for n in settings}
+    single_rate = statistics.median(single_rates[threads])
+    steady = [r for s, r in zip(run["steps"], run["rates"], strict=True) if s > args.ray_warmup]
+    ray_rate = statistics.median(steady)
+    # From the log timestamps: every cost of a steady step (MLflow logging, epoch turns, stragglers)
+    stamps = {s: t for s, t in zip(run["steps"], run["stamps"], strict=True)}
+    last = max(stamps)
+    wall_rate = (last - args.ray_warmup) * global_batch / (stamps[last] - stamps[args.ray_warmup])
+    first_step = global_batch / run["rates"][0]  # the first step's own time, by its logged rate
+    before = stamps[min(stamps)] - run["start"] - first_step
+    after = run["end"] - stamps[last]
+    steps_s = run["wall"] - before - after
+
+    def spread(rates: list[float]) -> str:
+        return f"{(max(rates) - min(rates)) / statistics.median(rates):.0%}"
+
+    header = ["mode", "processes x torch threads", "pairs/s", "x single process", "spread", "timed"]
+    rows = [
+        [
+            "single process: decode+augment (1 thread), then platform step",
+            f"1 x {n}",
+            f"{statistics.median(single_rates[n]):.1f}",
+            f"{statistics.median(single_rates[n]) / single_rate:.2f}",
+            spread(single_rates[n]),
+            f"{args.steps} steps x {args.repeats} repeats",
+        ]
+        for n in settings
+    ]
+    rows += [
+        [
+            f"Ray Train run_training, {workers} workers: median of logged `pairs_per_s`",
+            f"{workers} x 1 (Ray's OMP_NUM_THREADS)",
+            f"{ray_rate:.1f}",
+            f"{ray_rate / single_rate:.2f}",
+            spread(steady),
+            f"steps {args.ray_warmup + 1}-{last}",
+        ],
+        [
+            f"Ray Train run_training, {workers} workers: from step timestamps",
+            f"{workers} x 1",
+            f"{wall_rate:.1f}",
+            f"{wall_rate / single_rate:.2f}",
+            "",
+            f"steps {args.ray_warmup + 1}-{last}",
+        ],
+    ]
+    pairs = ", ".join(f"{m} {n}" for m, n in sorted(run["train_pairs"].items()))
+    return (
+        f"Backbone `{args.backbone}` (random init), squares {args.size} px (panoramas {2 * args.size}x"
+        f"{args.size}), {args.precision}, {global_batch} pairs per global step ({'+'.join(mods)}); cpu. "
+        f"Ray side: `run_training` on a synthetic world of {args.locations} places (train pairs: {pairs}), "
+        f"{workers} workers x {global_batch // workers} pairs, 1 CPU and {args.loader_threads} loader "
+        f"thread(s) each, {args.ray_steps} steps, checkpoint only at the end, no validation, no "
+        "registration. `pairs_per_s` is what rank 0 logs per step: global pairs over its own step time "
+        "(shard read, decode+augment, train_step with the DDP all-reduce), median over the steps after "
+        f"{args.ray_warmup} warm-up steps. The timestamp row divides the pairs of those steps by the time "
+        "between their MLflow log timestamps, so it also pays for logging and epoch turns. Single side: "
+        f"JPEGs of the same sizes decoded and augmented by TrainTransform in one thread, then `train_step` "
+        f"with {' or '.join(map(str, settings))} torch thread(s) on the whole batch (interleaved), "
+        f"{args.steps} steps x {args.repeats} repeats, half before and half after the Ray run (median; "
+        f"spread: (max - min) / median); x single process: relative to {threads} thread(s).\n\n"
+        f"{markdown_table(header, rows)}\n\n"
+        f"Fixed costs of the Ray run: {run['wall']:.1f} s wall in all for {last} steps; "
+        f"{before:.1f} s before the first step (pair join, trainer and worker-group start, DDP set-up, "
+        f"dataset shards), about {steps_s:.1f} s of steps, {after:.1f} s after the last (final checkpoint, "
+        f"shutdown). Building the corpus (not counted above) took {corpus_s:.1f} s.\n"
+    )
+
+
 def main() -> None:
     args = parse_args()
+    if args.ray_workers:
+        body = ray_section(args)
+        if args.no_write:
+            print(body)
+        else:
+            append_section(f"Training under Ray Train ({args.ray_workers} workers) vs one process", body)
+        return
     if args.threads:  # on a shared CPU, fewer threads than cores avoids OpenMP stalls behind other jobs
         torch.set_num_threads(args.threads)
     device = torch.device(
