@@ -28,6 +28,9 @@ test: venv
 bench: venv
 	$(PY) benchmarks/prepare_throughput.py
 	$(PY) benchmarks/world_baseline.py
+	$(PY) benchmarks/train_step.py --with-decode --threads 1
+	$(PY) benchmarks/train_step.py --ray-workers 2 --threads 1
+	$(PY) benchmarks/train_quality.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
