@@ -68,3 +68,20 @@ def test_unknown_precision_is_refused(encoder: GleamEncoder) -> None:
     optimizer = torch.optim.SGD(encoder.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="precision"):
         train_step(ContrastiveModel(encoder, SymmetricInfoNCE()), optimizer, batch(), precision="fp8")
+
+
+def test_a_compiled_model_trains_like_the_eager_one(encoder: GleamEncoder) -> None:
+    """torch.compile wraps the model (the `compile: true` path); aot_eager keeps the test fast on CPU."""
+    twin = GleamEncoder(encoder.spec, load_pretrained=False)
+    twin.load_state_dict(encoder.state_dict())
+    eager, compiled = (
+        ContrastiveModel(encoder, SymmetricInfoNCE()),
+        ContrastiveModel(twin, SymmetricInfoNCE()),
+    )
+    wrapped = torch.compile(compiled, backend="aot_eager")
+    opt_a = torch.optim.SGD(eager.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(compiled.parameters(), lr=0.1)
+    a = train_step(eager, opt_a, batch(3))
+    b = train_step(wrapped, opt_b, batch(3))  # unwrap_model finds the loss through the compile wrapper
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    assert torch.allclose(encoder.proj.weight, twin.proj.weight, atol=1e-6)

@@ -106,6 +106,7 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     grad_clip: float | None = Field(1.0, gt=0, description="max global gradient norm; null: no clipping")
     compile: bool = Field(False, description="torch.compile the model")
+    compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend")
     seed: int = Field(0, ge=0, lt=2**31)
     shuffle_buffer: int = Field(256, ge=0, description="rows of Ray Data's local shuffle buffer per modality")
     loader_threads: int = Field(4, ge=1, description="threads decoding and augmenting a worker's batch")

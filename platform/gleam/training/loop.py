@@ -306,7 +306,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     builder = BatchBuilder(spec, config.augment, config.seed, rank, config.loader_threads)
     trained: nn.Module = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     if config.compile:
-        trained = torch.compile(trained)
+        trained = torch.compile(trained, backend=config.compile_backend)
     logger = StepLogger(payload.get("run_id"), payload.get("tracking_uri"), rank)
     extra = {"phase": config.phase, "run": config.name}
     if step:
