@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -31,6 +31,7 @@ from gleam import storage
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
 
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "encoder.json"
 FORMAT = "gleam-encoder"
@@ -77,14 +78,19 @@ def serialize(encoder: GleamEncoder) -> bytes:
     return save(state, metadata={"format": "pt"})
 
 
-def unwrap(model: torch.nn.Module) -> GleamEncoder:
-    """The GleamEncoder inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
-    while not isinstance(model, GleamEncoder):
+def unwrap_as(model: torch.nn.Module, cls: type[ModuleT]) -> ModuleT:
+    """The `cls` module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while not isinstance(model, cls):
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
         if inner is None:
-            raise TypeError(f"expected a GleamEncoder, got {type(model).__name__}")
+            raise TypeError(f"expected a {cls.__name__}, got {type(model).__name__}")
         model = inner
     return model
+
+
+def unwrap(model: torch.nn.Module) -> GleamEncoder:
+    """The GleamEncoder inside DDP and torch.compile wrappers."""
+    return unwrap_as(model, GleamEncoder)
 
 
 def fingerprint_of(data: bytes) -> str:

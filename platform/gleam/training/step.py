@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from gleam.model.weights import unwrap_as
+
 
 @dataclass
 class MicroBatch:
@@ -76,13 +78,8 @@ class ContrastiveModel(nn.Module):
 
 
 def unwrap_model(model: nn.Module) -> ContrastiveModel:
-    """The ContrastiveModel inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
-    while not isinstance(model, ContrastiveModel):
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            raise TypeError(f"expected a ContrastiveModel, got {type(model).__name__}")
-        model = inner
-    return model
+    """The ContrastiveModel inside DDP and torch.compile wrappers."""
+    return unwrap_as(model, ContrastiveModel)
 
 
 def train_step(
