@@ -30,7 +30,8 @@ SetOption = Annotated[
 ]
 
 # exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights,
-# a training run of that name with another config), 4 storage unreachable, 5 training failed (re-run resumes)
+# a training run of that name with another config, an index below its recall floor), 4 storage unreachable,
+# 5 training failed (re-run resumes), 6 busy (another build of the same index holds the lease)
 USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
 
 
@@ -39,6 +40,11 @@ def _user_errors() -> dict[type[BaseException], int]:
     from gleam.corpus.reader import CorpusNotReady
     from gleam.corpus.world import WorldExistsError
     from gleam.evaluation.evaluate import EmptySplitError
+    from gleam.index.catalog import IndexChecksumError
+    from gleam.index.factory import IndexPlanError
+    from gleam.index.job import NoTilesError, RecallTooLowError
+    from gleam.index.layout import IndexNotFoundError
+    from gleam.index.lease import LeaseHeldError
     from gleam.model.weights import WeightsError
     from gleam.training.phases import NoTrainingPairsError, TrainingFailedError, TrainRunExistsError
 
@@ -50,8 +56,13 @@ def _user_errors() -> dict[type[BaseException], int]:
         WeightsError,
         NoTrainingPairsError,
         TrainRunExistsError,
+        IndexPlanError,
+        NoTilesError,
+        RecallTooLowError,
+        IndexNotFoundError,
+        IndexChecksumError,
     )
-    return {**USER_ERRORS, **dict.fromkeys(refused, 3), TrainingFailedError: 5}
+    return {**USER_ERRORS, **dict.fromkeys(refused, 3), TrainingFailedError: 5, LeaseHeldError: 6}
 
 
 def run_guarded(action: Callable[[], T]) -> T:
@@ -109,6 +120,58 @@ def train(config: ConfigOption = None, set_: SetOption = None) -> None:
     if result.already_done:
         console.print(f"run {result.name!r} is already complete for this config: nothing to do")
     console.print(result_table(result))
+
+
+index_app = typer.Typer(no_args_is_help=True, help="Satellite indexes: build, inspect.")
+app.add_typer(index_app, name="index")
+
+
+@index_app.command("build")
+def index_build(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    incremental: Annotated[
+        bool | None, typer.Option("--incremental/--full", help="embed only new or changed tiles")
+    ] = None,
+) -> None:
+    """Embed tiles (Ray Data actor pool), build and validate a FAISS index, publish a new version."""
+    from gleam.index.config import IndexBuildConfig
+    from gleam.index.job import build_index
+    from gleam.index.report import build_table
+
+    overrides = [
+        *(set_ or []),
+        *([f"incremental={str(incremental).lower()}"] if incremental is not None else []),
+    ]
+    cfg = run_guarded(lambda: load_config(IndexBuildConfig, config, overrides))
+    result = run_guarded(lambda: build_index(cfg))
+    console.print(build_table(result))
+
+
+@index_app.command("show")
+def index_show(
+    name: Annotated[str, typer.Argument(help="index name")],
+    store: Annotated[
+        str | None, typer.Option(help="store root; default: GLEAM_STORE or .gleam/store")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="a version; default: CURRENT")] = None,
+) -> None:
+    """Print the metadata of a published index version."""
+    import json
+
+    from gleam import storage
+    from gleam.index.catalog import read_meta
+    from gleam.index.layout import IndexLocation, IndexNotFoundError
+
+    location = IndexLocation(store or storage.default_store(), name)
+
+    def meta() -> dict:
+        chosen = version or location.current()
+        if chosen is None:
+            raise IndexNotFoundError(f"no published index {name!r} under {location.root}")
+        return read_meta(location, chosen)
+
+    console.print_json(json.dumps(run_guarded(meta)))
 
 
 @app.command()

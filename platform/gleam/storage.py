@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow.fs as pafs
 
@@ -90,7 +90,7 @@ def s3_settings() -> tuple[str | None, str | None]:
 
 
 @lru_cache(maxsize=8)
-def _s3_filesystem(endpoint: str | None, region: str | None, key_id: str | None) -> pafs.FileSystem:
+def _s3fs(endpoint: str | None, region: str | None, key_id: str | None) -> Any:
     import s3fs  # imported lazily: local-only users never pay for botocore
 
     client_kwargs: dict[str, Any] = {}
@@ -98,8 +98,12 @@ def _s3_filesystem(endpoint: str | None, region: str | None, key_id: str | None)
         client_kwargs["region_name"] = region
     # key_id is part of the cache key only, so rotated credentials get a fresh client.
     del key_id
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint, client_kwargs=client_kwargs, skip_instance_cache=True)
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+    return s3fs.S3FileSystem(endpoint_url=endpoint, client_kwargs=client_kwargs, skip_instance_cache=True)
+
+
+@lru_cache(maxsize=8)
+def _s3_filesystem(endpoint: str | None, region: str | None, key_id: str | None) -> pafs.FileSystem:
+    return pafs.PyFileSystem(pafs.FSSpecHandler(_s3fs(endpoint, region, key_id)))
 
 
 def filesystem_for(uri: str) -> pafs.FileSystem:
@@ -115,6 +119,21 @@ def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     if is_s3(uri):
         return filesystem_for(uri), uri[len("s3://") :]
     return filesystem_for(uri), uri
+
+
+def open_ranged(uri: str, block_size: int = 256 * 1024) -> BinaryIO:
+    """A seekable binary reader that fetches only what is read: S3 in cached blocks of `block_size`.
+
+    For random access into large objects (a window of a GeoTIFF): `resolve(uri)[0].open_input_file`
+    reads ahead tens of MiB on S3, which would pull most of a big file for one small window.
+    Raises FileNotFoundError for an absent object.
+    """
+    uri = normalize(uri)
+    if is_s3(uri):
+        endpoint, region = s3_settings()
+        fs = _s3fs(endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"))
+        return fs.open(uri[len("s3://") :], "rb", block_size=block_size, cache_type="blockcache")
+    return open(uri, "rb")  # the caller owns and closes it
 
 
 def exists(uri: str) -> bool:
@@ -159,6 +178,59 @@ def write_bytes(uri: str, data: bytes) -> str:
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         with fs.open_output_stream(tmp) as out:
             out.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
+    return uri
+
+
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Write `uri` only if it does not exist; False when it does. Atomic: of two racing callers one wins.
+
+    Locks (the index build lease) rest on this. Locally a complete temp file is hard-linked into place
+    (link fails on an existing name); on S3 it is a conditional PUT (`If-None-Match: *`).
+    """
+    uri = normalize(uri)
+    fs, path = resolve(uri)
+    if is_s3(uri):
+        s3 = fs.handler.fs  # type: ignore[attr-defined]  # the s3fs filesystem behind the pyarrow wrapper
+        try:
+            s3.pipe_file(path, data, mode="create")
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                return False
+            raise StorageError(f"cannot write {uri}: {exc}") from exc
+        return True
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        Path(tmp).write_bytes(data)
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise StorageError(f"cannot write {uri}: {exc}") from exc
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return True
+
+
+def upload_file(local_path: str | os.PathLike[str], uri: str, chunk: int = 1 << 24) -> str:
+    """Copy a (possibly large) local file to `uri` without holding it in memory; atomic like write_bytes."""
+    import shutil
+
+    uri = normalize(uri)
+    fs, path = resolve(uri)
+    try:
+        if is_s3(uri):
+            with open(local_path, "rb") as source, fs.open_output_stream(path) as out:
+                shutil.copyfileobj(source, out, chunk)
+            return uri
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        shutil.copyfile(local_path, tmp)
         os.replace(tmp, path)
     except OSError as exc:
         raise StorageError(f"cannot write {uri}: {exc}") from exc

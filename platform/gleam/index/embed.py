@@ -1,0 +1,165 @@
+"""Embed satellite tiles with a Ray Data actor pool: each actor loads the encoder once, then streams.
+
+Actors, not tasks, because loading an encoder (and moving it to a GPU) costs far more than a batch; one
+actor per GPU with `num_gpus=1` when the cluster has GPUs (bf16 autocast there, fp16 on GPUs without
+bf16), CPU actors otherwise. The driver collects `tile_id, sha256, vector` (small next to the images)
+because FAISS needs every vector in one process anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from gleam import storage
+from gleam.corpus.reader import PreparedCorpus
+from gleam.corpus.schema import Modality
+from gleam.index.config import EmbedConfig
+
+EMBEDDING_COLUMNS = ("tile_id", "sha256", "vector")
+
+
+def embeddings_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("tile_id", pa.string(), nullable=False),
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class EmbedStats:
+    tiles: int
+    seconds: float
+    actors: int
+    num_gpus: float
+    precision: str
+
+    @property
+    def tiles_per_second(self) -> float:
+        return self.tiles / self.seconds if self.seconds > 0 else 0.0
+
+
+class TileEmbedder:
+    """A Ray Data actor: JPEG tiles in, unit vectors out (the eval transform every stage shares)."""
+
+    def __init__(
+        self, encoder_uri: str, fingerprint: str, tracking_uri: str | None, precision: str, threads: int
+    ) -> None:
+        import torch
+
+        from gleam.model import weights
+
+        if tracking_uri:
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder, self.spec, _ = weights.load(
+            encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
+        )
+        self.precision = resolve_precision(precision, self.device.type)
+        self.dim = self.encoder.embedding_dim
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        vectors = embed_tile_images(
+            self.encoder, self.spec, batch.column("image").to_pylist(), self.precision
+        )
+        flat = pa.array(vectors.reshape(-1), type=pa.float32())
+        return pa.Table.from_arrays(
+            [batch["tile_id"], batch["sha256"], pa.FixedSizeListArray.from_arrays(flat, self.dim)],
+            schema=embeddings_schema(self.dim),
+        )
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """auto -> bf16 on GPUs with bf16, fp16 on older GPUs, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if device_type != "cuda":
+        return "fp32"
+    import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def embed_tile_images(encoder, spec, images: Sequence[bytes], precision: str) -> np.ndarray:
+    """Satellite JPEG bytes -> unit float32 vectors (autocast in the given precision)."""
+    import torch
+
+    from gleam.model.transforms import eval_batch
+
+    device = next(encoder.parameters()).device
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        batch = eval_batch(images, Modality.SATELLITE, spec).to(device)
+        vectors = encoder.encode(batch, Modality.SATELLITE).float().cpu().numpy()
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def embed_tiles(
+    corpus: PreparedCorpus,
+    tile_ids: Sequence[str],
+    encoder_uri: str,
+    fingerprint: str,
+    dim: int,
+    config: EmbedConfig,
+    tracking_uri: str | None = None,
+) -> tuple[pa.Table, EmbedStats]:
+    """`tile_id, sha256, vector` of the given tiles (any order), embedded by the actor pool."""
+    import ray
+    import ray.data
+    from ray.data.expressions import col
+
+    wanted = sorted(set(tile_ids))
+    if not wanted:
+        return embeddings_schema(dim).empty_table(), EmbedStats(0, 0.0, 0, 0.0, "none")
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    num_gpus = config.num_gpus if config.num_gpus is not None else (1.0 if gpus else 0.0)
+    actors = config.actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
+    precision = config.precision if num_gpus else ("fp32" if config.precision == "auto" else config.precision)
+    fs, _ = storage.resolve(corpus.uri)
+    paths = [storage.resolve(u)[1] for u in corpus.files("tiles")]
+    started = time.perf_counter()
+    # only the image bytes of wanted tiles travel further (the filter is applied to Arrow blocks)
+    dataset = (
+        ray.data.read_parquet(paths, filesystem=fs, columns=["tile_id", "sha256", "image"])
+        .filter(expr=col("tile_id").is_in(wanted))
+        .map_batches(
+            TileEmbedder,
+            fn_constructor_kwargs={
+                "encoder_uri": encoder_uri,
+                "fingerprint": fingerprint,
+                "tracking_uri": tracking_uri,
+                "precision": precision,
+                "threads": max(1, int(config.num_cpus)),
+            },
+            batch_size=config.batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_gpus=num_gpus or None,
+            num_cpus=config.num_cpus,
+        )
+    )
+    parts = [batch for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None)]
+    table = (
+        pa.concat_tables(parts).cast(embeddings_schema(dim))
+        if parts
+        else embeddings_schema(dim).empty_table()
+    )
+    seconds = time.perf_counter() - started
+    if table.num_rows != len(wanted):
+        missing = sorted(set(wanted) - set(table["tile_id"].to_pylist()))[:5]
+        raise RuntimeError(f"embedded {table.num_rows} of {len(wanted)} tiles; missing e.g. {missing}")
+    return table, EmbedStats(table.num_rows, seconds, actors, num_gpus, precision)
