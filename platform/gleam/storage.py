@@ -146,15 +146,22 @@ def is_file(uri: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def read_bytes(uri: str) -> bytes:
+def read_bytes(uri: str, attempts: int = 3) -> bytes:
+    """The whole object. An S3 object replaced while being read (s3fs pins the ETag it saw first, so
+    the read fails with 412) is read again: small pointer files such as CURRENT and LEASE are rewritten
+    in place while others poll them."""
     fs, path = resolve(uri)
-    try:
-        with fs.open_input_stream(path) as stream:
-            return stream.read()
-    except FileNotFoundError as exc:
-        raise StorageError(f"not found: {uri}") from exc
-    except OSError as exc:
-        raise StorageError(f"cannot read {uri}: {exc}") from exc
+    for attempt in range(attempts):
+        try:
+            with fs.open_input_stream(path) as stream:
+                return stream.read()
+        except FileNotFoundError as exc:
+            raise StorageError(f"not found: {uri}") from exc
+        except OSError as exc:
+            changed = "PreconditionFailed" in str(exc) or "412" in str(exc)
+            if not changed or attempt == attempts - 1:
+                raise StorageError(f"cannot read {uri}: {exc}") from exc
+    raise AssertionError("unreachable")
 
 
 def read_text(uri: str) -> str:
