@@ -75,16 +75,61 @@ class WorldSource(_SourceBase):
     kind: Literal["world"]
 
 
+class RasterSource(_SourceBase):
+    """North-up GeoTIFF orthophotos cut into a grid of square satellite tiles: an index-only gallery.
+
+    The default split is `test` because such tiles are a search gallery, not training pairs, and
+    because overlapping tiles hashed into different splits would leak the same pixels into train and test.
+    """
+
+    kind: Literal["raster"]
+    uri: str = Field(description="a GeoTIFF file or a folder of them (recursive, sorted)")
+    tile_size: int = Field(gt=0, description="side of a square tile, in raster pixels")
+    stride: int | None = Field(
+        None, gt=0, description="pixels between tile origins; default tile_size; smaller overlaps"
+    )
+    split: Literal["train", "val", "test"] = Field("test", description="the split of every tile")
+    bands: list[int] | None = Field(
+        None, description="1-based bands read as RGB (3) or grey (1); default: 1,2,3, or 1 as grey"
+    )
+    skip_nodata: bool = Field(True, description="reject tiles that are all nodata or zero as no_data")
+
+    @field_validator("bands")
+    @classmethod
+    def _rgb_or_grey(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if len(value) not in (1, 3):
+            raise ValueError(f"give 3 bands (RGB) or 1 (grey), got {len(value)}")
+        if min(value) < 1:
+            raise ValueError(f"bands are numbered from 1, got {value}")
+        return value
+
+    @field_validator("stride")
+    @classmethod
+    def _no_gaps(cls, value: int | None, info: Any) -> int | None:
+        tile_size = info.data.get("tile_size")
+        if value is not None and tile_size is not None and value > tile_size:
+            raise ValueError(f"{value} is larger than tile_size {tile_size} and would leave gaps")
+        return value
+
+    @property
+    def step(self) -> int:
+        """The stride in effect (tile_size when not set)."""
+        return self.stride or self.tile_size
+
+
 _DEFAULT_SOURCE_NAMES = {
     "university1652": "u1652",
     "cvact": "cvact",
     "vigor": "vigor",
     "manifest": "manifest",
     "world": "world",
+    "raster": "raster",
 }
 
 SourceConfig = Annotated[
-    University1652Source | CVACTSource | VIGORSource | ManifestSource | WorldSource,
+    University1652Source | CVACTSource | VIGORSource | ManifestSource | WorldSource | RasterSource,
     Field(discriminator="kind"),
 ]
 

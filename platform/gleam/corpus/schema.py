@@ -63,6 +63,7 @@ class RejectReason(str, Enum):
     MISSING_FILE = "missing_file"  # a manifest row naming a file that does not exist
     BAD_RECORD = "bad_record"  # a manifest row that cannot be parsed
     DUPLICATE = "duplicate"  # same bytes (sha256) as an image already kept
+    NO_DATA = "no_data"  # a raster window that is all nodata (or all zero): nothing to see
 
 
 TILES_SCHEMA = pa.schema(

@@ -1,26 +1,32 @@
 """The Ray Data stages of `prepare`: pure functions over Arrow batches, run on any worker.
 
 `decode_batch` reads and processes images (I/O on a few threads, decoding on the task's CPU) and keeps
-every row, turning failures into reasons; `route_batch` selects the rows of one output and shapes them
-to its schema. Neither raises on bad data, so one poisoned file cannot fail a job.
+every row, turning failures into reasons; a raster window URI (`gleam.corpus.raster_uri`) is read as
+that window of its GeoTIFF. `route_batch` selects the rows of one output and shapes them to its schema.
+Neither raises on bad data, so one poisoned file cannot fail a job.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from gleam import storage
 from gleam.config import ImageLimits
 from gleam.corpus.images import ProcessedImage, process_image
+from gleam.corpus.raster_uri import is_window_uri
 from gleam.corpus.schema import (
     LISTING_SCHEMA,
     OUTPUT_SCHEMAS,
     RejectReason,
     Role,
 )
+
+if TYPE_CHECKING:
+    from gleam.corpus.raster_read import RasterReaders
 
 WORK_SCHEMA = pa.schema(
     [
@@ -56,19 +62,35 @@ def read_limited(uri: str, max_bytes: int) -> bytes | ProcessedImage:
 
 
 def _process_one(
-    row: dict[str, Any], sizes: dict[str, tuple[int, int]], limits: ImageLimits
+    row: dict[str, Any], sizes: dict[str, tuple[int, int]], limits: ImageLimits, rasters: RasterReaders | None
 ) -> ProcessedImage:
-    data = read_limited(row["source_uri"], limits.max_bytes)
+    uri = row["source_uri"]
+    if rasters is not None and is_window_uri(uri):
+        data = rasters.read(uri, limits)  # a window of a GeoTIFF, as PNG bytes
+    else:
+        data = read_limited(uri, limits.max_bytes)
     if isinstance(data, ProcessedImage):
         return data
     return process_image(data, tuple(sizes[row["modality"]]), limits)
 
 
+def _raster_readers(uris: list[str]) -> AbstractContextManager[RasterReaders | None]:
+    """Window readers when the batch names raster windows; rasterio is imported only then."""
+    if not any(is_window_uri(uri) for uri in uris):
+        return nullcontext(None)
+    from gleam.corpus.raster_read import RasterReaders
+
+    return RasterReaders()
+
+
 def decode_batch(batch: pa.Table, sizes: dict[str, tuple[int, int]], limits: ImageLimits) -> pa.Table:
     rows = batch.to_pylist()
     todo = [i for i, row in enumerate(rows) if row["reason"] is None]
-    with ThreadPoolExecutor(min(IO_THREADS, max(1, len(todo)))) as pool:
-        processed = pool.map(lambda i: _process_one(rows[i], sizes, limits), todo)
+    with (
+        _raster_readers([rows[i]["source_uri"] for i in todo]) as rasters,
+        ThreadPoolExecutor(min(IO_THREADS, max(1, len(todo)))) as pool,
+    ):
+        processed = pool.map(lambda i: _process_one(rows[i], sizes, limits, rasters), todo)
         results = dict(zip(todo, processed, strict=True))
     out = []
     for i, row in enumerate(rows):

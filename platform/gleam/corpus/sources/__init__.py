@@ -23,6 +23,7 @@ ADAPTERS: dict[str, str] = {
     "vigor": "gleam.corpus.sources.vigor:list_records",
     "manifest": "gleam.corpus.sources.manifest:list_records",
     "world": "gleam.corpus.sources.world:list_records",
+    "raster": "gleam.corpus.sources.raster:list_records",
 }
 
 

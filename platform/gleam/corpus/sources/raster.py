@@ -1,0 +1,131 @@
+"""Large north-up orthophotos (GeoTIFF) cut into a grid of square satellite tiles, for an index of a region.
+
+`uri` is one GeoTIFF or a folder of them (every file below it, sorted; names starting with "." are
+skipped). Only headers are opened here: each tile is listed as a window URI (`gleam.corpus.raster_uri`)
+that prepare reads with a windowed read, so no pixel is touched while listing.
+
+Grid: windows of `tile_size` x `tile_size` pixels every `stride` pixels (default `tile_size`; smaller
+overlaps), from the top-left corner; the last row and column are moved to end exactly at the far edge,
+so every pixel is in at least one tile, and all tiles have the same size (and ground footprint). A
+raster smaller than `tile_size` in either direction is rejected (`too_small`) rather than stretched.
+
+Each tile's lat/lon is its centre (`col_off + tile_size / 2`, `row_off + tile_size / 2` through the
+geotransform) reprojected from the raster's CRS to WGS84. Ids are `make_id(name, <path below the folder,
+or the file name, without suffix>, r<row_off>, c<col_off>)` with the window's pixel offsets, so they are
+stable across runs and say where the tile is; the split is `split` (default test) for every tile.
+
+Rejects, one per file: not `.tif`/`.tiff` -> `not_an_image` (sidecars such as `.aux.xml` are not read,
+so they are stray files too); not openable as a raster -> `decode_error`; no CRS, no geotransform, a
+rotated or not north-up geotransform, a band beyond the raster's count or a data type other than
+uint8/uint16 -> `bad_record`; smaller than a tile -> `too_small`. A tile whose centre cannot be
+reprojected -> `bad_record`. Tiles with no data are found when read: `no_data` (see `skip_nodata`).
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from collections.abc import Iterator
+
+from rasterio.io import DatasetReader
+from rasterio.warp import transform as reproject_points
+
+from gleam import storage
+from gleam.config import RasterSource
+from gleam.corpus.raster_read import default_bands, dtype_problem, georeference_problem, open_raster
+from gleam.corpus.raster_uri import WindowRef
+from gleam.corpus.schema import Modality, RejectReason, Role
+from gleam.corpus.sources.base import Listed, make_id
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+WGS84 = "EPSG:4326"
+
+
+def list_records(source: RasterSource) -> Iterator[Listed]:
+    """File by file (sorted), tiles row by row from the top-left, or the file's one reject."""
+    root = storage.normalize(source.uri)
+    single = storage.is_file(root)
+    files = [root] if single else _files(root)
+    for uri in files:
+        stem = posixpath.splitext(storage.basename(uri) if single else storage.relative_to(uri, root))[0]
+        yield from _file_records(uri, stem, source)
+
+
+def grid_offsets(size: int, tile_size: int, stride: int) -> list[int]:
+    """Window origins along one axis: every `stride`, the last one ending exactly at `size`."""
+    last = size - tile_size
+    return [*range(0, last, stride), last]
+
+
+def _files(root: str) -> list[str]:
+    files = [e.uri for e in storage.list_files(root) if not storage.basename(e.uri).startswith(".")]
+    if not files:
+        raise ValueError(f"raster source {root} is neither a GeoTIFF nor a folder holding files")
+    return files
+
+
+def _file_records(uri: str, stem: str, source: RasterSource) -> Iterator[Listed]:
+    name = source.source_name
+
+    def reject(reason: RejectReason, detail: str) -> Listed:
+        return Listed.reject(
+            role=Role.TILE,
+            record_id=make_id(name, stem),
+            source=name,
+            source_uri=uri,
+            reason=reason,
+            detail=detail,
+            modality=Modality.SATELLITE.value,
+        )
+
+    if posixpath.splitext(uri)[1].lower() not in TIFF_SUFFIXES:
+        yield reject(RejectReason.NOT_AN_IMAGE, f"not a GeoTIFF ({', '.join(TIFF_SUFFIXES)})")
+        return
+    try:
+        dataset = open_raster(uri)
+    except Exception as exc:
+        yield reject(RejectReason.DECODE_ERROR, f"cannot open as a raster: {type(exc).__name__}: {exc}")
+        return
+    with dataset:
+        bands = tuple(source.bands) if source.bands else default_bands(dataset.count)
+        problem = georeference_problem(dataset) or dtype_problem(dataset, bands)
+        if problem:
+            yield reject(RejectReason.BAD_RECORD, problem)
+            return
+        if min(dataset.width, dataset.height) < source.tile_size:
+            yield reject(
+                RejectReason.TOO_SMALL,
+                f"{dataset.width}x{dataset.height} px is smaller than tile_size {source.tile_size}",
+            )
+            return
+        windows = [
+            WindowRef(uri, col, row, source.tile_size, source.tile_size, bands, source.skip_nodata)
+            for row in grid_offsets(dataset.height, source.tile_size, source.step)
+            for col in grid_offsets(dataset.width, source.tile_size, source.step)
+        ]
+        centres = tile_centres(dataset, windows)
+    for window, (lat, lon) in zip(windows, centres, strict=True):
+        tile_id = make_id(name, stem, f"r{window.row_off}", f"c{window.col_off}")
+        if not (math.isfinite(lat) and math.isfinite(lon)):
+            yield Listed.reject(
+                role=Role.TILE,
+                record_id=tile_id,
+                source=name,
+                source_uri=window.uri,
+                reason=RejectReason.BAD_RECORD,
+                detail=f"the tile centre cannot be reprojected from {dataset.crs} to WGS84",
+                modality=Modality.SATELLITE.value,
+            )
+            continue
+        yield Listed.tile(
+            tile_id=tile_id, source=name, source_uri=window.uri, lat=lat, lon=lon, split=source.split
+        )
+
+
+def tile_centres(dataset: DatasetReader, windows: list[WindowRef]) -> list[tuple[float, float]]:
+    """(lat, lon) in WGS84 of each window's centre; the geotransform is north-up (checked before)."""
+    t = dataset.transform
+    xs = [t.c + t.a * (w.col_off + w.width / 2) for w in windows]
+    ys = [t.f + t.e * (w.row_off + w.height / 2) for w in windows]
+    lons, lats = reproject_points(dataset.crs, WGS84, xs, ys)
+    return list(zip(lats, lons, strict=True))
