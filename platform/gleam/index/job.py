@@ -112,7 +112,7 @@ def _build_locked(
         version = location.new_version()
         meta = _meta(config, version, encoder, plan, built, report, tiles, reused, embed_stats, inputs_digest)
         meta["seconds"] = dict(timings)
-        run.log_params({"version": version, "index_key": plan.key, "plan_reason": plan.reason})
+        run.log_params({"built.version": version, "built.index_key": plan.key, "built.plan": plan.reason})
         if report.recall < config.recall.floor:
             run.set_tags({"gleam.index.published": "false"})
             raise RecallTooLowError(

@@ -1,0 +1,233 @@
+"""The index build job on a Ray-prepared world, real encoders, real FAISS, MLflow and S3."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from gleam import storage
+from gleam.cli import app
+from gleam.config import load_config
+from gleam.corpus.reader import open_corpus
+from gleam.index.catalog import open_index, sha256_file
+from gleam.index.config import IndexBuildConfig
+from gleam.index.embed import embed_tile_images
+from gleam.index.job import RecallTooLowError, build_index
+from gleam.index.layout import IndexLocation
+from gleam.index.publish import read_embeddings
+from gleam.model import weights
+from gleam.model.encoder import GleamEncoder
+from gleam.model.spec import EncoderSpec
+from tests.support.training import world_corpus
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return world_corpus(tmp_path_factory.mktemp("index-world"), locations=24)
+
+
+def save_encoder(folder: Path, seed: int) -> str:
+    torch.manual_seed(seed)
+    spec = EncoderSpec.tiny("test_convnext", size=64, embed_dim=24)
+    weights.save(GleamEncoder(spec), spec, str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    root = tmp_path_factory.mktemp("index-encoders")
+    return save_encoder(root / "a", 0), save_encoder(root / "b", 1)
+
+
+def config(corpus: str, encoder: str, store: str, experiment: str, *extra: str) -> IndexBuildConfig:
+    overrides = [
+        "name=region",
+        f"corpus={corpus}",
+        f"encoder={encoder}",
+        f"store={store}",
+        f"tracking.experiment={experiment}",
+        "embed.batch_size=8",
+        "embed.num_cpus=0.5",
+        *extra,
+    ]
+    return load_config(IndexBuildConfig, None, overrides)
+
+
+def variant(corpus: str, root: Path) -> tuple[str, dict[str, set[str]]]:
+    """The corpus a week later: 2 tiles deleted, 2 re-rendered (new bytes), 2 new ones."""
+    tiles = open_corpus(corpus).read("tiles").sort_by("tile_id")
+    ids = tiles["tile_id"].to_pylist()
+    deleted, changed = set(ids[:2]), set(ids[2:4])
+    rows = [row for row in tiles.to_pylist() if row["tile_id"] not in deleted]
+    for row in rows:
+        if row["tile_id"] in changed:
+            row["image"] = _brighter(row["image"])
+            row["sha256"] = "changed-" + row["sha256"][8:]
+    added = []
+    for source in tiles.to_pylist()[-2:]:
+        new = {**source, "tile_id": source["tile_id"] + "-new", "image": _brighter(source["image"], 60)}
+        new["sha256"] = "new-" + source["sha256"][4:]
+        added.append(new["tile_id"])
+        rows.append(new)
+    folder = root / "prepared" / "week2"
+    (folder / "tiles").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=tiles.schema), folder / "tiles" / "part-0.parquet")
+    manifest = dict(open_corpus(corpus).manifest)
+    manifest["files"] = {"tiles": ["part-0.parquet"], "queries": [], "rejects": []}
+    storage.write_json(str(folder / "manifest.json"), manifest)
+    return str(folder), {"deleted": deleted, "changed": changed, "added": set(added)}
+
+
+def _brighter(jpeg: bytes, amount: int = 30) -> bytes:
+    with Image.open(io.BytesIO(jpeg)) as image:
+        array = np.clip(np.asarray(image.convert("RGB"), dtype=np.int16) + amount, 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(array).save(out, format="JPEG", quality=92)
+    return out.getvalue()
+
+
+def test_a_build_publishes_a_searchable_version_with_its_record(
+    corpus: str, encoders: tuple[str, str], tmp_path: Path, experiment_name: str, mlflow_client
+) -> None:
+    store = str(tmp_path / "store")
+    result = build_index(config(corpus, encoders[0], store, experiment_name))
+    assert result.status == "published"
+    location = IndexLocation(store, "region")
+    assert location.current() == result.version
+    folder = Path(location.version_uri(result.version))
+    assert {p.name for p in folder.iterdir()} == {"index.faiss", "ids.parquet", "embeddings", "meta.json"}
+
+    meta = storage.read_json(location.file_uri(result.version, "meta.json"))
+    tiles = open_corpus(corpus).read("tiles").sort_by("tile_id")
+    _, _, encoder_info = weights.load(encoders[0])
+    assert meta["version"] == result.version and meta["created"]
+    assert meta["encoder"] == {
+        "uri": encoders[0],
+        "fingerprint": encoder_info.fingerprint,
+        "model_name": None,
+        "model_version": None,
+    }
+    assert (meta["dim"], meta["metric"], meta["index_key"]) == (24, "inner_product", "Flat")
+    assert meta["counts"] == {"vectors": 24, "embedded": 24, "reused": 0, "trained_on": 0}
+    assert meta["recall"]["value"] == 1.0 and meta["recall"]["k"] == 10
+    assert meta["index_sha256"] == sha256_file(folder / "index.faiss")
+    assert set(meta["seconds"]) >= {"embed", "train", "add", "validate"}
+    assert meta["embedding"]["actors"] == 1 and meta["embedding"]["precision"] == "fp32"
+
+    ids = pq.read_table(folder / "ids.parquet")
+    assert ids["id"].to_pylist() == list(range(24))
+    assert ids["tile_id"].to_pylist() == tiles["tile_id"].to_pylist()
+    assert ids["lat"].to_pylist() == tiles["lat"].to_pylist()
+
+    # a tile embedded again (in this process, not by the actor pool) finds itself first
+    opened = open_index(store, "region", expect_fingerprint=encoder_info.fingerprint)
+    encoder, spec, _ = weights.load(encoders[0])
+    vectors = embed_tile_images(encoder, spec, tiles["image"].to_pylist()[:5], "fp32")
+    scores, found = opened.search(vectors, k=3)
+    assert found[:, 0].tolist() == tiles["tile_id"].to_pylist()[:5]
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+
+    run = mlflow_client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["built.index_key"] == "Flat" and run.data.params["built.version"] == result.version
+    assert run.data.metrics["recall_at_k"] == 1.0 and run.data.metrics["vectors"] == 24
+    assert run.data.tags["gleam.index.published"] == "true"
+    assert {"seconds.embed", "seconds.train", "seconds.add", "index_bytes"} <= set(run.data.metrics)
+
+
+def test_an_unchanged_rebuild_publishes_nothing_and_incremental_embeds_only_the_difference(
+    corpus: str, encoders: tuple[str, str], tmp_path: Path, experiment_name: str
+) -> None:
+    store = str(tmp_path / "store")
+    first = build_index(config(corpus, encoders[0], store, experiment_name, "incremental=true"))
+    again = build_index(config(corpus, encoders[0], store, experiment_name, "incremental=true"))
+    location = IndexLocation(store, "region")
+    assert (again.status, again.version, again.run_id) == ("unchanged", first.version, None)
+    assert list(location.versions()) == [first.version]
+
+    week2, change = variant(corpus, tmp_path)
+    update = build_index(config(week2, encoders[0], store, experiment_name, "incremental=true"))
+    assert update.status == "published" and location.current() == update.version != first.version
+    assert update.meta["counts"] == {"vectors": 24, "embedded": 4, "reused": 20, "trained_on": 0}
+    opened = open_index(store, "region")
+    held = set(opened.tile_ids.tolist())
+    assert not held & change["deleted"] and change["added"] <= held and change["changed"] <= held
+
+    # the incremental result equals a full rebuild of the same corpus, vector for vector
+    full = build_index(config(week2, encoders[0], store, experiment_name, "name=region-full"))
+    assert full.meta["counts"]["embedded"] == 24
+    incremental = read_embeddings(location, update.version)
+    rebuilt = read_embeddings(IndexLocation(store, "region-full"), full.version)
+    assert incremental["tile_id"].to_pylist() == rebuilt["tile_id"].to_pylist()
+    assert incremental["sha256"].to_pylist() == rebuilt["sha256"].to_pylist()
+    a = np.stack(incremental["vector"].to_numpy(zero_copy_only=False))
+    b = np.stack(rebuilt["vector"].to_numpy(zero_copy_only=False))
+    assert np.allclose(a, b, atol=1e-5)
+
+    # another encoder invalidates every vector: a full rebuild even when asked for an incremental one
+    switched = build_index(config(week2, encoders[1], store, experiment_name, "incremental=true"))
+    assert switched.meta["counts"]["embedded"] == 24 and switched.meta["counts"]["reused"] == 0
+    assert open_index(store, "region").encoder_fingerprint == weights.load(encoders[1])[2].fingerprint
+
+
+def test_an_index_below_the_recall_floor_is_not_published(
+    corpus: str, encoders: tuple[str, str], tmp_path: Path, experiment_name: str
+) -> None:
+    store = str(tmp_path / "store")
+    published = build_index(config(corpus, encoders[0], store, experiment_name))
+    coarse = config(corpus, encoders[1], store, experiment_name, "index_key=PQ2x2", "recall.floor=0.99")
+    with pytest.raises(
+        RecallTooLowError, match=r"PQ2x2, 24 vectors\) reaches recall@10 0\.\d+ < floor 0\.99"
+    ):
+        build_index(coarse)
+    location = IndexLocation(store, "region")
+    assert location.current() == published.version and list(location.versions()) == [published.version]
+    assert not storage.exists(location.lease_uri)  # released despite the failure
+
+    path = tmp_path / "coarse.yaml"
+    path.write_text(yaml.safe_dump(coarse.model_dump(mode="json", exclude={"tracking"})))
+    result = CliRunner().invoke(app, ["index", "build", "-c", str(path), "--set", "tracking.enabled=false"])
+    assert result.exit_code == 3, result.output
+    assert "not published" in result.output and "Traceback" not in result.output
+
+
+def test_corpus_and_index_on_s3(
+    corpus: str, encoders: tuple[str, str], s3_bucket: str, tmp_path: Path, experiment_name: str
+) -> None:
+    remote_corpus = f"{s3_bucket}/prepared/world"
+    storage.upload_tree(storage.resolve(corpus)[1], remote_corpus)
+    result = build_index(config(remote_corpus, encoders[0], s3_bucket, experiment_name))
+    location = IndexLocation(s3_bucket, "region")
+    assert storage.read_text(location.current_uri).strip() == result.version
+    opened = open_index(s3_bucket, "region", cache_dir=tmp_path / "cache")
+    assert len(opened) == 24 and (tmp_path / "cache" / "region" / result.version / "index.faiss").exists()
+    assert not storage.exists(location.lease_uri)
+
+
+def test_a_half_written_version_is_ignored_and_cleaned_by_the_next_build(
+    corpus: str, encoders: tuple[str, str], tmp_path: Path, experiment_name: str
+) -> None:
+    store = str(tmp_path / "store")
+    good = build_index(config(corpus, encoders[0], store, experiment_name))
+    location = IndexLocation(store, "region")
+    # what a build killed while publishing leaves: files of a newer version, no meta.json, CURRENT unmoved
+    half = "29990101T000000Z"
+    for name in ("index.faiss", "ids.parquet"):
+        storage.write_bytes(
+            location.file_uri(half, name), storage.read_bytes(location.file_uri(good.version, name))
+        )
+    assert open_index(store, "region").version == good.version
+    rebuilt = build_index(config(corpus, encoders[1], store, experiment_name))
+    assert half in rebuilt.removed_versions and half not in location.versions()
+    assert location.current() == rebuilt.version
