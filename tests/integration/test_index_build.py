@@ -138,6 +138,11 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     assert found[:, 0].tolist() == tiles["tile_id"].to_pylist()[:5]
     assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
 
+    shown = CliRunner().invoke(app, ["index", "show", "region", "--store", store])
+    assert shown.exit_code == 0 and f'"version": "{result.version}"' in shown.output
+    missing = CliRunner().invoke(app, ["index", "show", "nothing-here", "--store", store])
+    assert missing.exit_code == 3 and "no published index 'nothing-here'" in missing.output
+
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["built.index_key"] == "Flat" and run.data.params["built.version"] == result.version
