@@ -97,12 +97,24 @@ def prepare(config: ConfigOption = None, set_: SetOption = None) -> None:
 
 
 @app.command()
-def evaluate(config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Evaluate an encoder on a prepared split: exact FAISS search, per-modality R@k / AP to MLflow."""
+def evaluate(
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    index: Annotated[
+        str | None,
+        typer.Option(help="search through this published index and compare with exact search (gap)"),
+    ] = None,
+) -> None:
+    """Evaluate an encoder on a prepared split: exact FAISS search, per-modality R@k / AP to MLflow.
+
+    With --index, the queries are searched through a published index, next to exact search over the same
+    gallery, and the gap between the two is reported.
+    """
     from gleam.evaluation.evaluate import evaluate as run_evaluate
     from gleam.evaluation.report import metrics_table
 
-    cfg = run_guarded(lambda: load_config(EvaluateConfig, config, set_))
+    overrides = [*(set_ or []), *([f"index={index}"] if index is not None else [])]
+    cfg = run_guarded(lambda: load_config(EvaluateConfig, config, overrides))
     result = run_guarded(lambda: run_evaluate(cfg))
     console.print(metrics_table(result, cfg.ks))
     console.print(f"MLflow run: {result.run_id or '(tracking disabled)'}")

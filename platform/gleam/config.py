@@ -224,7 +224,7 @@ class WorldConfig(StrictModel):
 
 
 class EvaluateConfig(StrictModel):
-    """`jobs/evaluate.py`: embed a prepared split, search it exactly, log per-modality metrics."""
+    """`jobs/evaluate.py`: embed a prepared split, search it exactly (or through a published index)."""
 
     corpus: str = Field(description="store URI of a prepared corpus (the folder holding manifest.json)")
     encoder: str = Field(min_length=1, description="saved encoder folder, store URI or models:/gleam-c@alias")
@@ -233,7 +233,22 @@ class EvaluateConfig(StrictModel):
     batch_size: int = Field(64, ge=1, description="images per forward pass")
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1, description="ranks for R@k")
     grid_queries: int = Field(8, ge=0, le=64, description="queries per modality in the retrieval grid PNG")
+    index: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
+        None, description="search through this published index (its whole gallery), next to exact search"
+    )
+    index_version: str | None = Field(None, min_length=1, description="a version of `index`; default CURRENT")
+    index_depth: int = Field(
+        100, ge=1, description="results per query through the index (at least max(ks) and the R@1% rank)"
+    )
+    store: str = Field(default_factory=storage.default_store, description="store root holding indexes/")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("index_version")
+    @classmethod
+    def _version_of_an_index(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and info.data.get("index") is None:
+            raise ValueError("a version needs an index name (index=NAME)")
+        return value
 
     @field_validator("modalities")
     @classmethod

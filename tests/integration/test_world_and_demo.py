@@ -1,4 +1,4 @@
-"""The synthetic world on Ray, and the demo path (world -> prepare -> summary) end to end."""
+"""The synthetic world on Ray, and the demo path (world -> ... -> index -> evaluate through it) end to end."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from gleam.cli import app
 from gleam.config import WorldConfig
 from gleam.corpus.reader import open_corpus
 from gleam.corpus.world import generate_world
+from gleam.index.layout import IndexLocation
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def test_world_rendered_on_ray_is_byte_identical_to_one_process(ray_cluster, tmp
 def test_demo_runs_twice_on_small_configs(
     ray_cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """world -> prepare -> train phase 1 and 2 -> evaluate, on the repository's demo configs made small."""
+    """world -> prepare -> train phase 1 and 2 -> evaluate -> index -> evaluate through it, made small."""
     store = tmp_path / "store"
     monkeypatch.setenv("GLEAM_STORE", str(store))
     monkeypatch.setenv("GLEAM_HOME", str(tmp_path / "home"))
@@ -79,6 +80,7 @@ def test_demo_runs_twice_on_small_configs(
         registry={"name": model, "champion": True},
     )
     copy("evaluate_demo.yaml", encoder=f"models:/{model}@champion", grid_queries=2)
+    copy("index_demo.yaml", encoder=f"models:/{model}@champion", embed={"batch_size": 16, "num_cpus": 0.5})
 
     first = CliRunner().invoke(app, ["demo", "--configs", str(configs)])
     assert first.exit_code == 0, first.output
@@ -88,9 +90,24 @@ def test_demo_runs_twice_on_small_configs(
     }
     assert "accepted 83 + rejected 0 = listed 83" in first.output
     assert "phase1" in first.output and "phase2" in first.output
+    exact_part, indexed = first.output.split("evaluate the phase-2 encoder")[1].split("6. index every tile")
     for modality in ("drone", "ground", "panorama", "streetmap"):
-        assert modality in first.output.split("evaluate the phase-2 encoder")[1]
+        assert modality in exact_part
+    built, through = indexed.split("7. evaluate through the published index")
+    assert "index world-demo" in built and ": published" in built and "Flat" in built
+    assert "19 (embedded 19, reused 0)" in built  # every tile of every split
+    assert "through index world-demo" in through and "19 tiles" in through
+    gap_rows = [line for line in through.splitlines() if "│ gap " in line]
+    assert len(gap_rows) == 4  # one per modality
+    for row in gap_rows:  # a Flat index is exact search: no gap at all
+        cells = [c.strip() for c in row.split("│")[3:-2]]
+        assert cells and all(c == "+0.00" for c in cells), row
+    location = IndexLocation(str(store), "world-demo")
+    version = location.current()
+    assert version is not None
 
     second = CliRunner().invoke(app, ["demo", "--configs", str(configs)])
     assert second.exit_code == 0 and "reused" in second.output
     assert second.output.count("run already complete for this config: reused") == 2
+    assert "unchanged, nothing published" in second.output and "through index world-demo" in second.output
+    assert location.current() == version and list(location.versions()) == [version]

@@ -12,14 +12,17 @@ Images are streamed from Parquet in batches and only ids and vectors are kept, s
 does not have to fit in memory as JPEG bytes; the few images of the retrieval grid are read back by id.
 Embedding is a plain in-process loop: evaluation runs on one split, and the Ray Data actor pool of the
 index job is not worth its start-up cost here.
+
+With `index` set, the split's queries are searched through a published index instead (its gallery is
+every tile it holds) and compared with exact search over the same vectors: see `through_index`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -30,7 +33,7 @@ from gleam.config import EvaluateConfig
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.corpus.schema import Modality
 from gleam.evaluation.grid import Candidate, GridRow, retrieval_grid
-from gleam.evaluation.metrics import retrieval_metrics
+from gleam.evaluation.metrics import COUNT_NAMES, retrieval_metrics
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
@@ -44,6 +47,8 @@ GRID_TOP_K = 5
 _SIMILARITY_BUDGET = 1 << 24
 # MLflow metric names allow neither "@" nor "%": R@1 -> R_at_1, R@1% -> R_at_1pct
 _MLFLOW_NAME = str.maketrans({"@": "_at_", "%": "pct"})
+# vectors, k -> (scores (Q, k), tile ids (Q, k) object, None in empty slots), best first
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 class EmptySplitError(ValueError):
@@ -60,8 +65,24 @@ class Embedded:
 
 
 @dataclass(frozen=True)
+class IndexComparison:
+    """The published index searched, and exact search over its own vectors at the same depth."""
+
+    name: str
+    version: str
+    index_key: str
+    search_params: dict[str, int]
+    depth: int  # results per query on both sides
+    exact: dict[str, dict[str, float]]
+    gap: dict[str, dict[str, float]]  # index minus exact, in percentage points
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
-    """Per-modality metrics (percentages, University-1652 names: R@1, R@5, R@10, R@1%, AP)."""
+    """Per-modality metrics (percentages, University-1652 names: R@1, R@5, R@10, R@1%, AP).
+
+    Through an index, `metrics` are the index's and `index` holds exact search and the gap.
+    """
 
     metrics: dict[str, dict[str, float]]
     gallery_size: int
@@ -69,6 +90,7 @@ class EvaluationResult:
     run_id: str | None
     split: str
     encoder_fingerprint: str
+    index: IndexComparison | None = field(default=None)
 
     @property
     def chance_r1(self) -> float:
@@ -88,6 +110,16 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder, spec, info = weights.load(config.encoder, map_location=device)
     tags = {"gleam.encoder_fingerprint": info.fingerprint, "gleam.corpus": corpus.uri}
+    if config.index is not None:
+        from gleam.evaluation import through_index
+
+        # another encoder's index is refused here, before a run is opened or anything is embedded
+        opened = through_index.open_published(config, info.fingerprint)
+        with job_run("evaluate", config, config.tracking, tags=tags | through_index.tags(opened)) as run:
+            run.log_params({"encoder_uri": info.uri, "encoder_model_version": info.model_version})
+            return through_index.evaluate_through(
+                config, corpus, modalities, encoder, spec, info, opened, run
+            )
     with job_run("evaluate", config, config.tracking, tags=tags) as run:
         run.log_params({"encoder_uri": info.uri, "encoder_model_version": info.model_version})
         gallery = _embed(
@@ -110,7 +142,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             counts[modality.value] = len(queries.ids)
             _log_modality(run, modality.value, metrics[modality.value])
             if config.grid_queries and run.active:
-                grid = _grid(corpus, index, queries, gallery, modality, config.grid_queries)
+                search = exact_search(index, gallery.ids)
+                title = f"{modality.value} -> satellite: top {GRID_TOP_K} of {index.ntotal}"
+                grid = _grid(corpus, search, index.ntotal, queries, config.grid_queries, title)
                 run.log_image(grid, f"retrieval_grid/{modality.value}.png")
         run.log_dict(
             {"split": config.split, "gallery_size": len(gallery.ids), "metrics": metrics}, "metrics.json"
@@ -240,6 +274,20 @@ def _flat_index(vectors: np.ndarray):  # -> faiss.IndexFlatIP
     return index
 
 
+def exact_search(index, gallery_ids: Sequence[str]) -> SearchFn:
+    """A flat index as a SearchFn: FAISS positions turned into the gallery's ids."""
+    ids = np.asarray(list(gallery_ids), dtype=object)
+
+    def search(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, positions = index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        found = positions >= 0
+        tiles = np.full(positions.shape, None, dtype=object)
+        tiles[found] = ids[positions[found]]
+        return np.where(found, scores, -np.inf).astype(np.float32), tiles
+
+    return search
+
+
 def similarity_block(index, vectors: np.ndarray) -> np.ndarray:
     """Exact FAISS search with k = gallery size, scattered back to a dense (queries x gallery) matrix."""
     scores, ids = index.search(np.ascontiguousarray(vectors, dtype=np.float32), index.ntotal)
@@ -257,12 +305,12 @@ def search_metrics(
     for start in range(0, len(queries.ids), chunk):
         sim = similarity_block(index, queries.vectors[start : start + chunk])
         parts.append(retrieval_metrics(sim, queries.labels[start : start + chunk], list(gallery_ids), ks))
-    return _combine(parts)
+    return combine(parts)
 
 
-def _combine(parts: Sequence[dict[str, float | int]]) -> dict[str, float]:
+def combine(parts: Sequence[dict[str, float | int]]) -> dict[str, float]:
     """Average percentages over chunks by how many queries each evaluated; counts are summed."""
-    counts = ("queries", "queries_without_match")
+    counts = [name for name in COUNT_NAMES if name in parts[0]]
     evaluated = sum(int(p["queries"]) for p in parts)
     combined: dict[str, float] = {}
     for name in (n for n in parts[0] if n not in counts):
@@ -273,33 +321,38 @@ def _combine(parts: Sequence[dict[str, float | int]]) -> dict[str, float]:
     return combined
 
 
-def _log_modality(run: JobRun, modality: str, metrics: dict[str, float]) -> None:
-    run.log_metrics({mlflow_metric_name(modality, k): v for k, v in metrics.items() if not math.isnan(v)})
-    log.info("%s: %s", modality, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+def _log_modality(run: JobRun, modality: str, metrics: dict[str, float], prefix: str = "") -> None:
+    run.log_metrics(
+        {prefix + mlflow_metric_name(modality, k): v for k, v in metrics.items() if not math.isnan(v)}
+    )
+    log.info("%s%s: %s", prefix, modality, ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
 
 
 # --- the retrieval grid ----------------------------------------------------------------------------------
 
 
-def _grid(corpus: PreparedCorpus, index, queries: Embedded, gallery: Embedded, modality: Modality, n: int):
-    """The first `n` queries (by id) with their top tiles from the same exact search."""
+def _grid(corpus: PreparedCorpus, search: SearchFn, depth: int, queries: Embedded, n: int, title: str):
+    """The first `n` queries (by id) with their top tiles; rank of the positive within `depth` results.
+
+    Tiles the corpus does not hold (an index built from another corpus) are left out of the rows.
+    """
     n = min(n, len(queries.ids))
-    scores, ids = index.search(queries.vectors[:n], index.ntotal)
-    top = ids[:, :GRID_TOP_K]
-    wanted_tiles = sorted({gallery.ids[j] for j in top.reshape(-1)})
+    scores, ranked = search(queries.vectors[:n], depth)
+    wanted_tiles = sorted({t for t in ranked[:, :GRID_TOP_K].reshape(-1).tolist() if t is not None})
     tile_images = _images(corpus, "tiles", "tile_id", wanted_tiles)
     query_images = _images(corpus, "queries", "query_id", queries.ids[:n])
     rows = []
     for i in range(n):
         positive = queries.labels[i]
-        ranked = [gallery.ids[j] for j in ids[i]]
-        rank = ranked.index(positive) + 1 if positive in ranked else None
+        listed = ranked[i].tolist()
+        rank = listed.index(positive) + 1 if positive in listed else None
         candidates = [
-            Candidate(tile_images[gallery.ids[j]], gallery.ids[j], float(s), gallery.ids[j] == positive)
-            for j, s in zip(top[i], scores[i, :GRID_TOP_K], strict=True)
+            Candidate(tile_images[t], t, float(s), t == positive)
+            for t, s in zip(listed[:GRID_TOP_K], scores[i, :GRID_TOP_K], strict=True)
+            if t in tile_images
         ]
         rows.append(GridRow(query_images[queries.ids[i]], queries.ids[i], candidates, rank))
-    return retrieval_grid(rows, title=f"{modality.value} -> satellite: top {GRID_TOP_K} of {index.ntotal}")
+    return retrieval_grid(rows, title=title)
 
 
 def _images(corpus: PreparedCorpus, part: str, id_column: str, ids: Sequence[str]) -> dict[str, bytes]:

@@ -20,6 +20,14 @@ index, i.e. recall at rank round(1%) + 1 with junk counted in the gallery size.
 
 Labels are integers; any other labels (e.g. strings) are mapped to integers through one vocabulary
 shared by queries and gallery, with None as junk.
+
+`ranked_metrics` computes the same figures from what a top-D search returned (an approximate index
+never yields a full similarity matrix). The list is the ranking and everything it did not return comes
+after it, so a positive missing from the list is a miss beyond depth D: it fails every R@k and adds 0
+to AP (counted in `beyond_depth`). Ties are pessimistic within the list; a positive tied with the last
+item of a full list that does not hold the whole gallery might tie with items past the end, so it is
+beyond the list too. With that rule an exact top-(K+1) search gives exactly `retrieval_metrics`' R@k
+for every k <= K, and AP up to the contributions of positives past the list (at most 1/(2(D+1)) each).
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from typing import Any
 import numpy as np
 
 JUNK = -1
+# keys of a metrics dict that are counts (summed when results are combined), not percentages
+COUNT_NAMES = ("queries", "queries_without_match", "beyond_depth")
 # Above this many correct items per query, counting by one comparison pass per correct item costs
 # more than sorting the row once.
 _MAX_GOOD_FOR_COUNTING = 16
@@ -94,14 +104,21 @@ def _count_at_or_above(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray
     return values.shape[1] - np.stack(below).astype(np.int64)
 
 
-def _average_precision(ranks: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Per-row AP by University-1652's trapezoid rule (rows without a correct item get 0)."""
+def _average_precision(
+    ranks: np.ndarray, valid: np.ndarray, n_correct: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-row AP by University-1652's trapezoid rule (rows without a correct item get 0).
+
+    `n_correct` is the number of correct items each row's AP is averaged over; default the valid ones
+    (a ranked list passes the gallery's count, so positives it did not return add 0).
+    """
     i = np.arange(ranks.shape[1], dtype=np.float64)[None, :]
     r = ranks.astype(np.float64)
     precision = (i + 1) / (r + 1)
     old_precision = np.where(r > 0, i / np.maximum(r, 1), 1.0)
     per_item = np.where(valid, (old_precision + precision) / 2, 0.0)
-    return per_item.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    denominator = valid.sum(axis=1) if n_correct is None else n_correct
+    return per_item.sum(axis=1) / np.maximum(denominator, 1)
 
 
 def _check_inputs(sim: np.ndarray, q: np.ndarray, g: np.ndarray, ks: Sequence[int]) -> None:
@@ -160,4 +177,55 @@ def _summarise(hits: dict[str, int], ap_sum: float, evaluated: int, n_queries: i
     result["AP"] = ap_sum * scale
     result["queries"] = evaluated
     result["queries_without_match"] = n_queries - evaluated
+    return result
+
+
+def ranked_metrics(
+    scores: Any,
+    ranked_labels: Any,
+    query_labels: Sequence[Any],
+    gallery_labels: Sequence[Any],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float | int]:
+    """R@k, R@1%, AP (percentages) and counts from each query's top-D list, as `retrieval_metrics` names them.
+
+    `scores` and `ranked_labels` are (Q, D), best first, as a search returned them; an empty slot (the
+    index found fewer than D) has label None. `gallery_labels` are the labels of everything searched
+    (None: junk): they set the gallery size for R@1% and how many positives each query has, which AP is
+    averaged over. Adds `beyond_depth`: evaluated queries whose first positive is not in the list.
+    """
+    sim = _to_numpy(scores)
+    labels = np.asarray(ranked_labels, dtype=object)
+    if sim.ndim != 2 or labels.shape != sim.shape or sim.shape[0] != len(query_labels):
+        raise ValueError(f"scores {sim.shape} and labels {labels.shape} must be ({len(query_labels)}, depth)")
+    if not ks or any(int(k) < 1 for k in ks):
+        raise ValueError(f"ks must be positive ranks, got {tuple(ks)}")
+    vocab: dict[Any, int] = {}
+    gallery = np.asarray([JUNK if g is None else vocab.setdefault(g, len(vocab)) for g in gallery_labels])
+    per_label = np.bincount(gallery[gallery != JUNK].astype(np.int64), minlength=len(vocab))
+    size = int(per_label.sum())
+    q = np.asarray([vocab.get(label, -2) for label in query_labels], dtype=np.int64)  # -2: no positive
+    codes = np.asarray([vocab.get(v, JUNK) for v in labels.reshape(-1).tolist()], dtype=np.int64)
+    codes = codes.reshape(labels.shape)
+    filled = codes != JUNK
+    if not np.isfinite(sim[filled]).all():
+        raise ValueError("scores of returned items must be finite")
+    sim = np.where(filled, sim.astype(np.float64), -np.inf)
+    correct = filled & (codes == q[:, None])
+    # a full list that stops short of the gallery may hide ties with its last score: such positives are
+    # beyond the list (pessimistic, and what makes an exact top-(K+1) search agree with the full ranking)
+    last = np.where(filled, sim, np.inf).min(axis=1, initial=np.inf)
+    cut = (filled.sum(axis=1) == sim.shape[1]) & (sim.shape[1] < size)
+    boundary = correct & cut[:, None] & (sim <= last[:, None])
+    known = correct & ~boundary
+    ranks, valid = _ranks_of_correct(np.where(boundary, -np.inf, sim), known)
+    n_positives = np.where(q >= 0, per_label[np.maximum(q, 0)], 0) if len(vocab) else np.zeros_like(q)
+    matched = n_positives > 0
+    found = valid[:, 0] & matched if valid.shape[1] else np.zeros_like(matched)
+    first = ranks[:, 0] if valid.shape[1] else np.zeros(len(q), dtype=np.int64)
+    cutoffs = {f"R@{int(k)}": int(k) for k in ks} | {"R@1%": one_percent_rank(size)}
+    hits = {name: int((found & (first < k)).sum()) for name, k in cutoffs.items()}
+    ap = _average_precision(ranks, valid, n_positives)[matched].sum() if valid.shape[1] else 0.0
+    result = _summarise(hits, float(ap), int(matched.sum()), len(q))
+    result["beyond_depth"] = int((matched & ~found).sum())
     return result

@@ -1,4 +1,8 @@
-"""An evaluation result as a terminal table, with chance next to every modality."""
+"""An evaluation result as a terminal table, with chance next to every modality.
+
+Through an index, each modality gets three rows: the index, exact search over the same vectors, and
+the gap (index minus exact, percentage points), so an approximation's cost reads off one table.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ from gleam.evaluation.evaluate import EvaluationResult
 
 
 def metrics_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> Table:
+    if result.index is not None:
+        return comparison_table(result, ks)
     table = Table(title=f"{result.split} split: {result.gallery_size} tiles in the gallery")
     names = [f"R@{k}" for k in ks] + ["R@1%", "AP"]
     for column in ["modality", "queries", *names, "chance R@1"]:
@@ -18,3 +24,32 @@ def metrics_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> T
         values = [f"{metrics[name]:.2f}" for name in names]
         table.add_row(modality, str(result.query_counts[modality]), *values, f"{result.chance_r1:.2f}")
     return table
+
+
+def comparison_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> Table:
+    """index / exact / gap rows per modality; `beyond depth` counts positives not in the top list."""
+    index = result.index
+    assert index is not None
+    params = ", ".join(f"{k}={v}" for k, v in index.search_params.items()) or "no search parameters"
+    table = Table(
+        title=(
+            f"{result.split} split through index {index.name} {index.version} ({index.index_key}, {params}): "
+            f"{result.gallery_size} tiles, top {index.depth} per query, chance R@1 {result.chance_r1:.2f}"
+        )
+    )
+    names = [f"R@{k}" for k in ks] + ["R@1%", "AP"]
+    table.add_column("modality", no_wrap=True)
+    table.add_column("search")
+    for column in [*names, "beyond depth"]:
+        table.add_column(column, justify="right")
+    for modality, metrics in result.metrics.items():
+        exact, gap = index.exact[modality], index.gap[modality]
+        queries = f"[dim]{int(metrics['queries'])} queries[/]"
+        table.add_row(modality, "index", *_cells(metrics, names), str(int(metrics["beyond_depth"])))
+        table.add_row(queries, "exact", *_cells(exact, names), str(int(exact["beyond_depth"])))
+        table.add_row("", "gap", *(f"{gap[name]:+.2f}" for name in names), "", end_section=True)
+    return table
+
+
+def _cells(metrics: dict[str, float], names: Sequence[str]) -> list[str]:
+    return [f"{metrics[name]:.2f}" for name in names]

@@ -1,0 +1,183 @@
+"""Evaluate retrieval through a published index, next to exact search over the same gallery.
+
+The served index is what users get, so its figures are the ones production sees; exact search over
+the *same* vectors (the index's own embeddings, read back from its version folder: reconstructing PQ
+codes would be lossy) says how much of that the index's approximation costs. The gap is index minus
+exact, per modality and metric, in percentage points; a Flat index has a gap of exactly 0.
+
+The gallery is every tile the index holds, whatever its split (a served index usually holds all of
+them), so the figures are below the split-only exact evaluation whenever the index holds more tiles.
+
+Both sides are top-D lists scored by `ranked_metrics`, with D one more than the deepest rank any
+metric needs (max(ks), the R@1% rank, `index_depth`) and at most the gallery size: the extra result
+settles ties at the cut, so exact R@k equals the full-ranking R@k. A positive the search does not
+return within D is a miss beyond D (every R@k fails, AP gets 0; counted in `beyond_depth`), so AP is
+truncated at D on both sides alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from gleam.config import EvaluateConfig
+from gleam.corpus.reader import PreparedCorpus
+from gleam.corpus.schema import Modality
+from gleam.evaluation.evaluate import (
+    GRID_TOP_K,
+    Embedded,
+    EmptySplitError,
+    EvaluationResult,
+    IndexComparison,
+    SearchFn,
+    _embed,
+    _flat_index,
+    _grid,
+    _log_modality,
+    _split_filter,
+    combine,
+    exact_search,
+)
+from gleam.evaluation.metrics import COUNT_NAMES, one_percent_rank, ranked_metrics
+from gleam.index.catalog import IndexChecksumError, OpenedIndex, open_index
+from gleam.index.layout import IndexLocation
+from gleam.index.publish import read_embeddings
+from gleam.tracking import JobRun
+
+log = logging.getLogger(__name__)
+# (query x result) slots per search call: bounds memory when R@1% of a huge gallery needs a deep list
+_RESULT_BUDGET = 1 << 22
+
+
+def open_published(config: EvaluateConfig, fingerprint: str) -> OpenedIndex:
+    """The index to evaluate; EncoderMismatchError when it was built with another encoder."""
+    if config.index is None:
+        raise ValueError("the config names no index")
+    return open_index(config.store, config.index, config.index_version, expect_fingerprint=fingerprint)
+
+
+def tags(opened: OpenedIndex) -> dict[str, str]:
+    return {"gleam.index": opened.name, "gleam.index.version": opened.version}
+
+
+def search_depth(gallery_size: int, ks: Sequence[int], depth: int) -> int:
+    """Results per query: one past the deepest rank a metric needs, at most the whole gallery."""
+    return min(gallery_size, max(*ks, one_percent_rank(gallery_size), depth) + 1)
+
+
+def index_gallery(store: str, opened: OpenedIndex) -> Embedded:
+    """The vectors the index was built from, in FAISS id order (ids and labels are tile ids)."""
+    table = read_embeddings(IndexLocation(store, opened.name), opened.version)
+    ids = opened.tile_ids.tolist()
+    if table.num_rows != len(ids) or "vector" not in table.column_names:
+        raise IndexChecksumError(
+            f"index {opened.name}/{opened.version} holds {len(ids)} vectors but its embeddings "
+            f"{table.num_rows} rows"
+        )
+    order = pc.index_in(
+        pa.array(ids, type=table["tile_id"].type), value_set=table["tile_id"].combine_chunks()
+    )
+    if order.null_count:
+        raise IndexChecksumError(f"index {opened.name}/{opened.version}: embeddings miss some of its tiles")
+    flat = table["vector"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    vectors = flat.reshape(table.num_rows, -1)[order.to_numpy()]
+    return Embedded(ids, ids, np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def list_metrics(
+    search: SearchFn, queries: Embedded, gallery_labels: Sequence[str], ks: Sequence[int], depth: int
+) -> dict[str, float]:
+    """`ranked_metrics` over top-`depth` lists, searched in chunks of queries and combined exactly."""
+    chunk = max(1, _RESULT_BUDGET // depth)
+    parts = []
+    for start in range(0, len(queries.ids), chunk):
+        scores, ranked = search(queries.vectors[start : start + chunk], depth)
+        parts.append(
+            ranked_metrics(scores, ranked, queries.labels[start : start + chunk], gallery_labels, ks)
+        )
+    return combine(parts)
+
+
+def gap(index: dict[str, float], exact: dict[str, float]) -> dict[str, float]:
+    """Index minus exact for every percentage (counts are not compared)."""
+    return {name: index[name] - exact[name] for name in index if name not in COUNT_NAMES}
+
+
+def evaluate_through(
+    config: EvaluateConfig,
+    corpus: PreparedCorpus,
+    modalities: Sequence[Modality],
+    encoder: Any,
+    spec: Any,
+    info: Any,
+    opened: OpenedIndex,
+    run: JobRun,
+) -> EvaluationResult:
+    """Per modality: metrics through `opened`, exact over its vectors, and the gap; logged to `run`."""
+    gallery = index_gallery(config.store, opened)
+    depth = search_depth(len(gallery.ids), config.ks, config.index_depth)
+    exact = exact_search(_flat_index(gallery.vectors), gallery.ids)
+    # "index.*", not the config's own `index_version` param (None when CURRENT was meant)
+    run.log_params(
+        {
+            "index.name": opened.name,
+            "index.version": opened.version,
+            "index.key": opened.meta.get("index_key"),
+            "index.search_params": opened.meta.get("search_params") or {},
+            "index.depth": depth,
+        }
+    )
+    run.log_metrics({"gallery_size": len(gallery.ids), "chance.R_at_1": 100.0 / len(gallery.ids)})
+    found: dict[str, dict[str, float]] = {}
+    exact_metrics: dict[str, dict[str, float]] = {}
+    gaps: dict[str, dict[str, float]] = {}
+    counts: dict[str, int] = {}
+    for modality in modalities:
+        where = _split_filter(config.split) & (pc.field("modality") == modality.value)
+        queries = _embed(corpus, "queries", where, modality, encoder, spec, config.batch_size)
+        if not queries.ids:
+            raise EmptySplitError(f"split {config.split!r} of {corpus.uri} has no {modality.value} queries")
+        name = modality.value
+        found[name] = list_metrics(opened.search, queries, gallery.ids, config.ks, depth)
+        if not found[name]["queries"]:
+            raise EmptySplitError(
+                f"index {opened.name}/{opened.version} holds none of the tiles of the {len(queries.ids)} "
+                f"{name} queries of split {config.split!r} (built from {opened.meta.get('corpus')})"
+            )
+        exact_metrics[name] = list_metrics(exact, queries, gallery.ids, config.ks, depth)
+        gaps[name] = gap(found[name], exact_metrics[name])
+        counts[name] = len(queries.ids)
+        _log_modality(run, name, found[name], "index.")
+        _log_modality(run, name, exact_metrics[name], "exact.")
+        _log_modality(run, name, gaps[name], "gap.")
+        if config.grid_queries and run.active:
+            title = f"{name} -> satellite through {opened.name}: top {GRID_TOP_K} of {len(gallery.ids)}"
+            grid = _grid(corpus, opened.search, depth, queries, config.grid_queries, title)
+            run.log_image(grid, f"retrieval_grid/{name}.png")
+    comparison = IndexComparison(
+        opened.name,
+        opened.version,
+        str(opened.meta.get("index_key")),
+        dict(opened.meta.get("search_params") or {}),
+        depth,
+        exact_metrics,
+        gaps,
+    )
+    run.log_dict(
+        {
+            "split": config.split,
+            "gallery_size": len(gallery.ids),
+            "index": {"name": opened.name, "version": opened.version, "key": comparison.index_key},
+            "depth": depth,
+            "metrics": {"index": found, "exact": exact_metrics, "gap": gaps},
+        },
+        "metrics.json",
+    )
+    return EvaluationResult(
+        found, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint, comparison
+    )
