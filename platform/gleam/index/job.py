@@ -120,11 +120,9 @@ def _build_locked(
                 f"{report.recall:.3f} < floor {config.recall.floor} even with {report.search_params}; "
                 "not published. Raise memory_budget, force a finer index_key or lower recall.floor"
             )
-        write_started = time.perf_counter()
+        meta["seconds"]["total"] = time.perf_counter() - started
         meta = write_version(location, version, built.index, _ids_table(tiles), embeddings, meta)
         point_current(location, version)
-        meta["seconds"]["publish"] = time.perf_counter() - write_started
-        meta["seconds"]["total"] = time.perf_counter() - started
         removed = clean_versions(location, config.keep_versions)
         _log_run(run, meta)
     return IndexBuildResult(config.name, "published", version, meta, run.run_id, removed)

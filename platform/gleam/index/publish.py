@@ -37,9 +37,16 @@ def write_version(
     embeddings: pa.Table,
     meta: dict[str, Any],
 ) -> dict[str, Any]:
-    """All files of one version, meta.json last; returns meta with sha256 and sizes filled in."""
+    """All files of one version, meta.json last; returns meta with sha256, sizes and publish seconds.
+
+    `meta["seconds"]["total"]`, when present, is the time before publishing and grows by it here, so
+    the stored meta.json carries the whole build time.
+    """
+    import time
+
     import faiss
 
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gleam-index-") as tmp:
         local = Path(tmp) / INDEX_FILE
         faiss.write_index(index, str(local))
@@ -50,6 +57,11 @@ def write_version(
         chunk = embeddings.slice(start, EMBEDDING_ROWS_PER_PART)
         uri = storage.join(location.version_uri(version), EMBEDDINGS_DIR, f"part-{part:05d}.parquet")
         storage.write_bytes(uri, _parquet_bytes(chunk))
+    seconds = dict(meta.get("seconds") or {})
+    seconds["publish"] = time.perf_counter() - started
+    if "total" in seconds:
+        seconds["total"] += seconds["publish"]
+    meta = {**meta, "seconds": seconds}
     storage.write_json(location.file_uri(version, META_FILE), meta)
     return meta
 
