@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from gleam import storage
@@ -20,9 +19,7 @@ from gleam.index.job import build_index
 from gleam.index.layout import IndexLocation
 from gleam.index.lease import acquire, read, release
 from gleam.model import weights
-from gleam.model.encoder import GleamEncoder
-from gleam.model.spec import EncoderSpec
-from tests.support.training import world_corpus
+from tests.support.training import tiny_encoder, world_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,13 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     return world_corpus(tmp_path_factory.mktemp("index-job-world"), locations=16)
-
-
-def encoder(folder: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    spec = EncoderSpec.tiny("test_convnext", size=64, embed_dim=16)
-    weights.save(GleamEncoder(spec), spec, str(folder))
-    return str(folder)
 
 
 def job_config(tmp_path: Path, corpus: str, encoder_uri: str, store: str, **fields: object) -> Path:
@@ -71,7 +61,7 @@ def test_a_second_build_exits_6_while_the_first_holds_the_lease(corpus: str, tmp
     location = IndexLocation(store, "scheduled")
     running = acquire(location.lease_uri, ttl_s=600)  # a build in progress elsewhere
     try:
-        config = job_config(tmp_path, corpus, encoder(tmp_path / "enc", 0), store)
+        config = job_config(tmp_path, corpus, tiny_encoder(tmp_path / "enc", 0), store)
         process = start_job(config)
         output, _ = process.communicate(timeout=300)
         assert process.returncode == 6, output
@@ -87,7 +77,7 @@ def test_a_killed_build_leaves_current_untouched_and_the_next_run_takes_over(
 ) -> None:
     store = str(tmp_path / "store")
     location = IndexLocation(store, "scheduled")
-    first_encoder, second_encoder = encoder(tmp_path / "a", 0), encoder(tmp_path / "b", 1)
+    first_encoder, second_encoder = tiny_encoder(tmp_path / "a", 0), tiny_encoder(tmp_path / "b", 1)
     published = build_index(
         IndexBuildConfig.model_validate(
             yaml.safe_load(job_config(tmp_path, corpus, first_encoder, store).read_text())

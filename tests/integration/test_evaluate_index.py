@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from gleam.cli import app
@@ -22,8 +21,7 @@ from gleam.index.catalog import EncoderMismatchError, open_index
 from gleam.index.config import IndexBuildConfig
 from gleam.index.job import build_index
 from gleam.model import weights
-from gleam.model.encoder import GleamEncoder
-from gleam.model.spec import EncoderSpec
+from tests.support.training import tiny_encoder
 
 pytestmark = pytest.mark.integration
 
@@ -56,17 +54,10 @@ def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     return prepare(load_config(PrepareConfig, None, overrides)).corpus_uri
 
 
-def _encoder(folder: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    spec = EncoderSpec.tiny("test_convnext", size=64, embed_dim=32)
-    weights.save(GleamEncoder(spec), spec, str(folder))
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("eval-index-encoders")
-    return _encoder(root / "a", 0), _encoder(root / "b", 1)
+    return tiny_encoder(root / "a", 0, embed_dim=32), tiny_encoder(root / "b", 1, embed_dim=32)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 from PIL import Image
 from typer.testing import CliRunner
@@ -25,9 +24,7 @@ from gleam.index.job import RecallTooLowError, build_index
 from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
 from gleam.model import weights
-from gleam.model.encoder import GleamEncoder
-from gleam.model.spec import EncoderSpec
-from tests.support.training import world_corpus
+from tests.support.training import tiny_encoder, world_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -37,17 +34,10 @@ def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
     return world_corpus(tmp_path_factory.mktemp("index-world"), locations=24)
 
 
-def save_encoder(folder: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    spec = EncoderSpec.tiny("test_convnext", size=64, embed_dim=24)
-    weights.save(GleamEncoder(spec), spec, str(folder))
-    return str(folder)
-
-
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("index-encoders")
-    return save_encoder(root / "a", 0), save_encoder(root / "b", 1)
+    return tiny_encoder(root / "a", 0, embed_dim=24), tiny_encoder(root / "b", 1, embed_dim=24)
 
 
 def config(corpus: str, encoder: str, store: str, experiment: str, *extra: str) -> IndexBuildConfig:

@@ -64,3 +64,18 @@ def committed_checkpoint(snapshot: dict | None) -> tuple[int, str] | None:
     if not latest:
         return None
     return int(latest["metrics"]["step"]), latest["checkpoint_dir_name"]
+
+
+def tiny_encoder(folder: Path, seed: int = 0, embed_dim: int = 16, size: int = 64) -> str:
+    """A random-init `test_convnext` encoder saved as safetensors at `folder` (a different seed, a
+    different fingerprint); returns the folder."""
+    import torch
+
+    from gleam.model import weights
+    from gleam.model.encoder import GleamEncoder
+    from gleam.model.spec import EncoderSpec
+
+    torch.manual_seed(seed)
+    spec = EncoderSpec.tiny("test_convnext", size=size, embed_dim=embed_dim)
+    weights.save(GleamEncoder(spec), spec, str(folder))
+    return str(folder)

@@ -132,12 +132,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         metrics: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for modality in modalities:
-            where = _split_filter(config.split) & (pc.field("modality") == modality.value)
-            queries = _embed(corpus, "queries", where, modality, encoder, spec, config.batch_size)
-            if not queries.ids:
-                raise EmptySplitError(
-                    f"split {config.split!r} of {corpus.uri} has no {modality.value} queries"
-                )
+            queries = split_queries(corpus, config.split, modality, encoder, spec, config.batch_size)
             metrics[modality.value] = search_metrics(index, queries, gallery.ids, config.ks)
             counts[modality.value] = len(queries.ids)
             _log_modality(run, modality.value, metrics[modality.value])
@@ -174,6 +169,22 @@ def split_metrics(
         queries = _embed(corpus, "queries", where, modality, encoder, spec, batch_size)
         metrics[modality.value] = search_metrics(index, queries, gallery.ids, ks)
     return metrics, len(gallery.ids)
+
+
+def split_queries(
+    corpus: PreparedCorpus,
+    split: str,
+    modality: Modality,
+    encoder: GleamEncoder,
+    spec: EncoderSpec,
+    batch_size: int,
+) -> Embedded:
+    """The split's queries of one modality, embedded; none at all is an EmptySplitError."""
+    where = _split_filter(split) & (pc.field("modality") == modality.value)
+    queries = _embed(corpus, "queries", where, modality, encoder, spec, batch_size)
+    if not queries.ids:
+        raise EmptySplitError(f"split {split!r} of {corpus.uri} has no {modality.value} queries")
+    return queries
 
 
 # --- what to evaluate ---------------------------------------------------------------------------------

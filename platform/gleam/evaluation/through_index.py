@@ -35,13 +35,12 @@ from gleam.evaluation.evaluate import (
     EvaluationResult,
     IndexComparison,
     SearchFn,
-    _embed,
     _flat_index,
     _grid,
     _log_modality,
-    _split_filter,
     combine,
     exact_search,
+    split_queries,
 )
 from gleam.evaluation.metrics import COUNT_NAMES, one_percent_rank, ranked_metrics
 from gleam.index.catalog import IndexChecksumError, OpenedIndex, open_index
@@ -138,10 +137,7 @@ def evaluate_through(
     gaps: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
     for modality in modalities:
-        where = _split_filter(config.split) & (pc.field("modality") == modality.value)
-        queries = _embed(corpus, "queries", where, modality, encoder, spec, config.batch_size)
-        if not queries.ids:
-            raise EmptySplitError(f"split {config.split!r} of {corpus.uri} has no {modality.value} queries")
+        queries = split_queries(corpus, config.split, modality, encoder, spec, config.batch_size)
         name = modality.value
         found[name] = list_metrics(opened.search, queries, gallery.ids, config.ks, depth)
         if not found[name]["queries"]:
