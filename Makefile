@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test bench lint format clean
+.PHONY: venv bench-venv demo test bench lint format clean
 
 # Reinstalls only when pyproject.toml changes. torch is capped at <=2.14.1 (see pyproject.toml).
 $(STAMP): pyproject.toml
@@ -19,18 +19,30 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# autofaiss for benchmarks/index_build.py, apart from .venv: it pins numpy<2 and pandas<3.
+AF_VENV ?= .venv-autofaiss
+AF_STAMP := $(AF_VENV)/.installed
+$(AF_STAMP): benchmarks/autofaiss-requirements.txt
+	@test -x $(AF_VENV)/bin/python || $(PYTHON) -m venv $(AF_VENV)
+	$(AF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AF_VENV)/bin/python -m pip install --quiet -r benchmarks/autofaiss-requirements.txt
+	@touch $(AF_STAMP)
+
+bench-venv: $(AF_STAMP)
+
 demo: venv
 	$(VENV)/bin/gleam demo
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: venv
+bench: venv bench-venv
 	$(PY) benchmarks/prepare_throughput.py
 	$(PY) benchmarks/world_baseline.py
 	$(PY) benchmarks/train_step.py --with-decode --threads 1
 	$(PY) benchmarks/train_step.py --ray-workers 2 --threads 1
 	$(PY) benchmarks/train_quality.py
+	$(PY) benchmarks/index_build.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
