@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv bench-venv demo test bench lint format clean
+.PHONY: venv bench-venv browser demo test bench lint format clean
 
 # Reinstalls only when pyproject.toml changes. torch is capped at <=2.14.1 (see pyproject.toml).
 $(STAMP): pyproject.toml
@@ -33,7 +33,14 @@ bench-venv: $(AF_STAMP)
 demo: venv
 	$(VENV)/bin/gleam demo
 
-test: venv
+# Debian's chromium for the web page test (Playwright drives it; no browser download). Installed with
+# apt when running as root; elsewhere the test is skipped with a reason.
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the web page test will be skipped"
+
+test: venv browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv bench-venv

@@ -30,7 +30,8 @@ SetOption = Annotated[
 ]
 
 # exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights,
-# a training run of that name with another config, an index below its recall floor), 4 storage unreachable,
+# a training run of that name with another config, an index below its recall floor, an unusable MLLM
+# folder), 4 storage unreachable,
 # 5 training failed (re-run resumes), 6 busy (another build of the same index holds the lease)
 USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
 
@@ -40,6 +41,7 @@ def _user_errors() -> dict[type[BaseException], int]:
     from gleam.corpus.reader import CorpusNotReady
     from gleam.corpus.world import WorldExistsError
     from gleam.evaluation.evaluate import EmptySplitError
+    from gleam.explain.mllm import MLLMError
     from gleam.index.catalog import IndexChecksumError
     from gleam.index.factory import IndexPlanError
     from gleam.index.job import NoTilesError, RecallTooLowError
@@ -61,6 +63,7 @@ def _user_errors() -> dict[type[BaseException], int]:
         RecallTooLowError,
         IndexNotFoundError,
         IndexChecksumError,
+        MLLMError,
     )
     return {**USER_ERRORS, **dict.fromkeys(refused, 3), TrainingFailedError: 5, LeaseHeldError: 6}
 
@@ -214,6 +217,49 @@ def demo(
     from gleam.demo import run_demo
 
     run_guarded(lambda: run_demo(configs, console))
+
+
+mllm_app = typer.Typer(no_args_is_help=True, help="GLEAM-X multimodal LLMs in the MLflow registry.")
+app.add_typer(mllm_app, name="mllm")
+
+
+@mllm_app.command("register")
+def mllm_register(
+    folder: Annotated[Path, typer.Argument(help="a Hugging Face model folder (safetensors weights)")],
+    name: Annotated[str, typer.Option(help="registered model name")] = "gleam-x",
+    alias: Annotated[str, typer.Option(help="alias moved to the new version")] = "champion",
+) -> None:
+    """Register a local MLLM folder (e.g. Qwen2.5-VL) so services load it as models:/NAME@ALIAS."""
+    from gleam.explain.mllm import register_mllm
+
+    registered, version = run_guarded(lambda: register_mllm(folder, name=name, alias=alias))
+    console.print(f"registered {registered} version {version} (alias {alias}): models:/{registered}@{alias}")
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port")] = 8000,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Serve config file (default: serve/config.yaml)")
+    ] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="encoder URI (default: models:/gleam-c@champion)")
+    ] = None,
+    index: Annotated[str | None, typer.Option(help="index name (default: world-demo)")] = None,
+    store: Annotated[
+        str | None, typer.Option(help="store URI (default: $GLEAM_STORE or .gleam/store)")
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve localization and explanation over HTTP (Ray Serve) until interrupted; the page is at /."""
+    from serve.run import run_until_interrupted
+
+    args: dict = {}
+    for key, value in (("encoder", encoder), ("index", index), ("store", store)):
+        if value is not None:
+            args[key] = value
+    run_guarded(lambda: run_until_interrupted(config, args, list(set_ or []), host, port, console))
 
 
 def main(argv: list[str] | None = None) -> None:

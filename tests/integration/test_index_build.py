@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -112,8 +113,9 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     assert meta["counts"] == {"vectors": 24, "embedded": 24, "reused": 0, "trained_on": 0}
     assert meta["recall"]["value"] == 1.0 and meta["recall"]["k"] == 10
     assert meta["index_sha256"] == sha256_file(folder / "index.faiss")
-    assert set(meta["seconds"]) == {"embed", "train", "add", "validate", "publish", "total"}
+    assert set(meta["seconds"]) == {"embed", "train", "add", "validate", "calibrate", "publish", "total"}
     assert meta["embedding"]["actors"] == 1 and meta["embedding"]["precision"] == "fp32"
+    _check_calibration(meta["calibration"], corpus, encoders[0], tiles)
 
     ids = pq.read_table(folder / "ids.parquet")
     assert ids["id"].to_pylist() == list(range(24))
@@ -226,3 +228,31 @@ def test_a_half_written_version_is_ignored_and_cleaned_by_the_next_build(
     rebuilt = build_index(config(corpus, encoders[1], store, experiment_name))
     assert half in rebuilt.removed_versions and half not in location.versions()
     assert location.current() == rebuilt.version
+
+
+def _check_calibration(calibration: dict, corpus: str, encoder_uri: str, tiles: pa.Table) -> None:
+    """meta.json's threshold equals one computed here by brute force on the same validation queries."""
+    from gleam.corpus.schema import Modality
+    from gleam.evaluation.evaluate import embed_images
+    from gleam.explain.evidence import calibrate
+
+    encoder, spec, _ = weights.load(encoder_uri)
+    vectors = embed_tile_images(encoder, spec, tiles["image"].to_pylist(), "fp32")
+    tile_ids = tiles["tile_id"].to_pylist()
+    queries = open_corpus(corpus).read("queries").filter(pc.field("split") == "val").to_pylist()
+    assert calibration["split"] == "val" and calibration["queries"] == len(queries) > 0
+    assert set(calibration["by_modality"]) == {q["modality"] for q in queries}
+    for modality, own in calibration["by_modality"].items():
+        group = [q for q in queries if q["modality"] == modality]
+        embedded = embed_images(encoder, spec, [q["image"] for q in group], Modality(modality))
+        sims = embedded @ vectors.T
+        mine = np.array([tile_ids.index(q["tile_id"]) for q in group])
+        positive = sims[np.arange(len(group)), mine]
+        sims[np.arange(len(group)), mine] = -np.inf
+        expected = calibrate(positive, sims.max(axis=1))
+        assert own["queries"] == len(group)
+        assert own["accuracy"] == pytest.approx(expected.accuracy)
+        # the stored threshold splits these scores as well as the best one does (ties may pick another)
+        negative = sims.max(axis=1)
+        at_stored = ((positive >= own["threshold"]).mean() + (negative < own["threshold"]).mean()) / 2
+        assert at_stored == pytest.approx(expected.accuracy, abs=1e-6)

@@ -37,3 +37,11 @@ def no_image_reads(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_read_bytes(uri)
 
     monkeypatch.setattr(storage, "read_bytes", guarded)
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Qwen2.5-VL saved as a Hugging Face folder (built once per session, offline)."""
+    from tests.support.tiny_vlm import build_tiny_qwen25vl
+
+    return build_tiny_qwen25vl(tmp_path_factory.mktemp("tiny-vlm") / "model")

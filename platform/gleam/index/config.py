@@ -33,6 +33,13 @@ class EmbedConfig(StrictModel):
     )
 
 
+class CalibrationConfig(StrictModel):
+    """The served match threshold, measured on queries of `split` (see gleam.index.calibrate)."""
+
+    split: Split | None = Field(Split.VAL, description="queries to calibrate on; None: no calibration")
+    max_queries: int = Field(2000, ge=2, description="a seeded sample when the split has more")
+
+
 class IndexBuildConfig(StrictModel):
     """`jobs/build_index.py`: tiles of a prepared corpus -> `<store>/indexes/<name>/<version>/` + CURRENT."""
 
@@ -46,6 +53,7 @@ class IndexBuildConfig(StrictModel):
     exact_limit: int = Field(50_000, ge=0, description="up to this many tiles: exact (Flat) search")
     recall: RecallCheck = Field(default_factory=RecallCheck)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     add_batch_size: int = Field(65_536, ge=1, description="vectors added to the index per call")
     incremental: bool = Field(False, description="embed only new or changed tiles since CURRENT")
     lease_ttl_s: float = Field(600.0, gt=0, description="a build silent this long is presumed dead")

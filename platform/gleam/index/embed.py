@@ -132,9 +132,11 @@ def embed_tiles(
     fs, _ = storage.resolve(corpus.uri)
     paths = [storage.resolve(u)[1] for u in corpus.files("tiles")]
     started = time.perf_counter()
-    # only the image bytes of wanted tiles travel further (the filter is applied to Arrow blocks)
+    # only the image bytes of wanted tiles travel further (the filter is applied to Arrow blocks). Read
+    # tasks ask for half a CPU: reading JPEG bytes is I/O, and a whole CPU per read task can leave a
+    # small node where actors (or a Serve application) hold fractions with none to start one on.
     dataset = (
-        ray.data.read_parquet(paths, filesystem=fs, columns=["tile_id", "sha256", "image"])
+        ray.data.read_parquet(paths, filesystem=fs, columns=["tile_id", "sha256", "image"], num_cpus=0.5)
         .filter(expr=col("tile_id").is_in(wanted))
         .map_batches(
             TileEmbedder,

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from gleam import tracking
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.index import build as faiss_build
+from gleam.index.calibrate import calibrate_on_queries
 from gleam.index.catalog import read_meta
 from gleam.index.config import IndexBuildConfig
 from gleam.index.embed import EmbedStats, embed_tiles, embeddings_schema
@@ -66,15 +67,20 @@ def build_index(config: IndexBuildConfig) -> IndexBuildResult:
 
     location = IndexLocation(config.store, config.name)
     corpus = open_corpus(config.corpus)
-    _, _, encoder = weights.load(config.encoder)  # checks the weights; fingerprint and dim for the index
+    # checks the weights; fingerprint and dim for the index; the model itself calibrates the threshold
+    model, spec, encoder = weights.load(config.encoder)
     if not ray.is_initialized():
         init_ray()
     with hold_lease(location.lease_uri, ttl_s=config.lease_ttl_s):
-        return _build_locked(config, location, corpus, encoder)
+        return _build_locked(config, location, corpus, encoder, (model, spec))
 
 
 def _build_locked(
-    config: IndexBuildConfig, location: IndexLocation, corpus: PreparedCorpus, encoder: Any
+    config: IndexBuildConfig,
+    location: IndexLocation,
+    corpus: PreparedCorpus,
+    encoder: Any,
+    model_and_spec: tuple[Any, Any],
 ) -> IndexBuildResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -120,6 +126,9 @@ def _build_locked(
                 f"{report.recall:.3f} < floor {config.recall.floor} even with {report.search_params}; "
                 "not published. Raise memory_budget, force a finer index_key or lower recall.floor"
             )
+        calibrate_started = time.perf_counter()
+        meta["calibration"] = _calibration(corpus, config, model_and_spec, tiles, vectors)
+        meta["seconds"]["calibrate"] = time.perf_counter() - calibrate_started
         meta["seconds"]["total"] = time.perf_counter() - started
         meta = write_version(location, version, built.index, _ids_table(tiles), embeddings, meta)
         point_current(location, version)
@@ -129,6 +138,29 @@ def _build_locked(
 
 
 # --- inputs ---------------------------------------------------------------------------------------------
+
+
+def _calibration(
+    corpus: PreparedCorpus,
+    config: IndexBuildConfig,
+    model_and_spec: tuple[Any, Any],
+    tiles: pa.Table,
+    vectors: np.ndarray,
+) -> dict[str, Any] | None:
+    if config.calibration.split is None:
+        return None
+    model, spec = model_and_spec
+    return calibrate_on_queries(
+        corpus,
+        model,
+        spec,
+        tiles["tile_id"].to_pylist(),
+        vectors,
+        config.calibration.split,
+        config.calibration.max_queries,
+        config.seed,
+        config.embed.batch_size,
+    )
 
 
 def _tiles(corpus: PreparedCorpus, config: IndexBuildConfig) -> pa.Table:
@@ -282,7 +314,18 @@ def _log_run(run: tracking.JobRun, meta: dict[str, Any]) -> None:
             "index_bytes": meta["index_bytes"],
             "embed_tiles_per_second": meta["embedding"]["tiles_per_second"],
             **{f"seconds.{stage}": value for stage, value in meta["seconds"].items()},
+            **_calibration_metrics(meta.get("calibration")),
         }
     )
     run.set_tags({"gleam.index.published": "true", "gleam.index.version": meta["version"]})
     run.log_dict(meta, "meta.json")
+
+
+def _calibration_metrics(calibration: dict[str, Any] | None) -> dict[str, float]:
+    if not calibration:
+        return {}
+    out = {"calibration.threshold": calibration["threshold"], "calibration.accuracy": calibration["accuracy"]}
+    for modality, own in calibration["by_modality"].items():
+        out[f"calibration.{modality}.threshold"] = own["threshold"]
+        out[f"calibration.{modality}.accuracy"] = own["accuracy"]
+    return out

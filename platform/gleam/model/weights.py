@@ -237,6 +237,39 @@ def parse_registry_uri(uri: str) -> tuple[str, str | None, int | None]:
     return match.group("name"), match.group("alias"), int(version) if version else None
 
 
+def pin(uri: str) -> tuple[str, str]:
+    """(a URI that keeps naming these exact weights, their fingerprint), without loading them.
+
+    `models:/name@alias` becomes `models:/name/<version>`: replicas of a service started minutes apart
+    must load the same weights even when the alias moves in between. Folders and store URIs are pinned
+    by their fingerprint alone (checked again when the weights are loaded).
+    """
+    if not uri.startswith("models:/"):
+        return uri, str(read_metadata(storage.normalize(uri))["fingerprint"])
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from gleam import tracking
+
+    name, alias, version = parse_registry_uri(uri)
+    tracking.configure()
+    client = mlflow.MlflowClient()
+    try:
+        found = (
+            client.get_model_version_by_alias(name, alias)
+            if alias is not None
+            else client.get_model_version(name, str(version))
+        )
+    except MlflowException as exc:
+        raise WeightsError(f"cannot resolve {uri} in the MLflow registry: {exc.message}") from None
+    fingerprint = (found.tags or {}).get("gleam.fingerprint")
+    if not fingerprint:
+        raise WeightsError(
+            f"{uri} (version {found.version}) is not a GLEAM encoder: no gleam.fingerprint tag"
+        )
+    return f"models:/{name}/{found.version}", str(fingerprint)
+
+
 def download_registered(uri: str, dst: str | os.PathLike[str]) -> tuple[str, str, int, str | None]:
     """Download a registered version's artifacts -> (local folder, name, version, run id)."""
     import mlflow

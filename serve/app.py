@@ -1,0 +1,34 @@
+"""The GLEAM application builder: `serve run serve/config.yaml`, or `serve run serve.app:app key=value`.
+
+Arguments may use `${VAR:-default}` (e.g. `store: ${GLEAM_STORE:-.gleam/store}`) so one config file
+serves every environment. The encoder is pinned before any replica starts: `models:/gleam-c@champion`
+becomes `models:/gleam-c/<N>`, so replicas started by the autoscaler an hour later load the same weights
+the index was checked against, even if the alias has moved since.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from gleam.config import expand_env, parse_config
+from gleam.model import weights
+from serve.encoder import QueryEncoder
+from serve.explainer import Explainer
+from serve.index import SatelliteIndex
+from serve.ingress import Ingress
+from serve.settings import ServeArgs
+
+
+def build(args: ServeArgs) -> Application:
+    pinned, fingerprint = weights.pin(args.encoder)
+    encoder = QueryEncoder.bind(pinned, fingerprint, args.batching.model_dump())
+    index = SatelliteIndex.bind(args.store, args.index, fingerprint, args.index_version, args.poll_seconds)
+    explainer = Explainer.bind(args.explainer.model_dump())
+    return Ingress.bind(encoder, index, explainer, args.model_dump())
+
+
+def app(args: dict[str, Any]) -> Application:
+    """Serve's entry point: validates `args` (a bad one names its field) and builds the application."""
+    return build(parse_config(ServeArgs, expand_env(dict(args or {})), "serve args"))

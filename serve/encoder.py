@@ -1,0 +1,112 @@
+"""QueryEncoder: the GLEAM-C encoder behind `@serve.batch`, so concurrent requests share forward passes.
+
+A request is the prepared JPEGs of one place in one modality; the batch groups every request's images
+by modality (one forward per modality) and answers each request with its own fused unit vector: the
+normalised mean of its images' embeddings, which is the centroid on the sphere, the fusion that keeps
+a set's inner products comparable to single images'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from serve.settings import BatchSettings
+
+EmbedRequest = tuple[str, list[bytes]]  # (modality, JPEG bytes of one place)
+
+
+def fuse(vectors: np.ndarray) -> np.ndarray:
+    """Unit vectors (n, d) of one place -> their normalised mean (d,)."""
+    mean = vectors.astype(np.float32).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 1e-12 else vectors[0].astype(np.float32)
+
+
+@serve.deployment(
+    name="QueryEncoder",
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=64,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+class QueryEncoder:
+    def __init__(self, encoder_uri: str, fingerprint: str, batching: BatchSettings | dict[str, Any]) -> None:
+        import ray
+        import torch
+
+        from gleam.model import weights
+
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+        torch.set_num_threads(max(1, round(cpus)))
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder, self.spec, self.info = weights.load(
+            encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
+        )
+        self.autocast_dtype = None
+        if self.device.type == "cuda":
+            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.reconfigure({"batching": BatchSettings.model_validate(batching).model_dump()})
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """`user_config.batching` retunes batching without restarting the replica."""
+        batching = BatchSettings.model_validate(user_config.get("batching") or {})
+        self.embed.set_max_batch_size(batching.max_batch_size)
+        self.embed.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        """What the ingress needs to validate uploads and label answers."""
+        from gleam.corpus.schema import Modality
+
+        return {
+            "uri": self.info.uri,
+            "fingerprint": self.info.fingerprint,
+            "dim": self.info.embedding_dim,
+            "model_name": self.info.model_name,
+            "model_version": self.info.model_version,
+            "backbone": self.spec.backbone,
+            "sizes": {m.value: list(self.spec.size(m)) for m in Modality},
+        }
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def embed(self, requests: list[EmbedRequest]) -> list[np.ndarray]:
+        by_modality: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+        for number, (modality, images) in enumerate(requests):
+            by_modality[modality].extend((number, image) for image in images)
+        per_request: dict[int, list[np.ndarray]] = defaultdict(list)
+        for modality, items in by_modality.items():
+            vectors = self._forward(modality, [image for _, image in items])
+            for (number, _), vector in zip(items, vectors, strict=True):
+                per_request[number].append(vector)
+        return [fuse(np.stack(per_request[number])) for number in range(len(requests))]
+
+    def _forward(self, modality: str, images: list[bytes]) -> np.ndarray:
+        import torch
+
+        from gleam.model.transforms import eval_batch
+
+        batch = eval_batch(images, modality, self.spec).to(self.device)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            return self.encoder(batch).float().cpu().numpy()
+
+    def evidence(self, query_images: list[bytes], modality: str, tile_image: bytes, heatmap: bool) -> dict:
+        """Similarity of the (fused) query to the tile, and where their feature maps agree."""
+        from gleam.explain.evidence import heatmap_png, match_heatmap
+
+        result = match_heatmap(self.encoder, self.spec, query_images, modality, tile_image)
+        png = heatmap_png(result.grid, tile_image) if heatmap else None
+        return {"similarity": float(result.similarity), "heatmap_png": png}
+
+    def check_health(self) -> None:
+        if self.encoder is None:
+            raise RuntimeError("encoder not loaded")

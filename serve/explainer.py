@@ -1,0 +1,61 @@
+"""Explainer (GLEAM-X): a multimodal LLM's answer to "same place, and why?", or the evidence alone.
+
+Without a configured MLLM the deployment still answers, from GLEAM-C's evidence (similarity against the
+calibrated threshold, rank, margin, heatmap), and says so in `reasoning_source`; with one, an answer the
+model gives in a shape that cannot be parsed is returned flagged, never replaced by an invented one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+
+from serve.settings import ExplainerSettings
+
+
+@serve.deployment(
+    name="Explainer",
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=8,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2},
+    health_check_period_s=30,
+    health_check_timeout_s=60,
+)
+class Explainer:
+    def __init__(self, settings: ExplainerSettings | dict[str, Any]) -> None:
+        from gleam.explain.explainer import Explainer as GleamX
+        from gleam.explain.mllm import MultimodalLLM
+
+        settings = ExplainerSettings.model_validate(settings)
+        self.mllm = MultimodalLLM.load(settings.mllm) if settings.mllm is not None else None
+        self.gleam_x = GleamX(self.mllm)
+
+    def describe(self) -> dict[str, Any]:
+        if self.mllm is None:
+            return {"mllm": None, "answers_from": "evidence"}
+        return {"mllm": self.mllm.info, "answers_from": "mllm"}
+
+    def explain(
+        self,
+        query_images: list[bytes],
+        satellite: bytes,
+        modality: str,
+        language: str,
+        evidence: dict[str, Any],
+    ) -> dict[str, Any]:
+        from gleam.explain.evidence import Evidence
+
+        facts = Evidence(
+            similarity=float(evidence["similarity"]),
+            threshold=evidence.get("threshold"),
+            rank=evidence.get("rank"),
+            margin=evidence.get("margin"),
+            heatmap_png=evidence.get("heatmap_png"),
+            calibration=evidence.get("calibration"),
+        )
+        return self.gleam_x.explain(query_images, satellite, modality, language, facts).to_json()
+
+    def check_health(self) -> None:
+        if self.gleam_x is None:
+            raise RuntimeError("explainer not initialised")

@@ -1,0 +1,305 @@
+"""Ingress: the HTTP API and the web page, composing QueryEncoder, SatelliteIndex and Explainer by handle.
+
+Every client mistake is an `APIError` -> a 4xx JSON body naming the field; anything else is logged with
+a request id and answered with a 500 that carries only that id (no stack trace ever leaves the replica).
+`GLEAM_API_TOKEN`, when set in the replica's environment, is required as a bearer token on /v1/*.
+
+No `from __future__ import annotations` here: Serve rebuilds the route methods' signatures, and
+FastAPI must see real classes (a string "Request" would turn into a required body field).
+"""
+
+import hmac
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gleam.index.calibrate import threshold_for
+from serve.requests import APIError, explain_query, localize_query, prepare_images
+from serve.settings import API_TOKEN_ENV, MAX_K, ServeArgs
+
+log = logging.getLogger("ray.serve")
+STATIC = Path(__file__).resolve().parent / "static"
+
+_IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+_LOCALIZE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "modality"],
+                    "properties": {
+                        "image": {
+                            "type": "array",
+                            "items": _IMAGE_SCHEMA,
+                            "description": "one or more photos",
+                        },
+                        "modality": {"type": "string", "enum": ["drone", "streetmap", "panorama", "ground"]},
+                        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 5},
+                        "explain": {"type": "boolean", "default": False},
+                        "language": {"type": "string", "enum": ["en", "zh"], "default": "en"},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["images", "modality"],
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
+                        "modality": {"type": "string"},
+                        "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+                        "explain": {"type": "boolean"},
+                        "language": {"type": "string", "enum": ["en", "zh"]},
+                    },
+                }
+            },
+        },
+    }
+}
+_EXPLAIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "modality"],
+                    "properties": {
+                        "image": {"type": "array", "items": _IMAGE_SCHEMA},
+                        "satellite": _IMAGE_SCHEMA,
+                        "tile_id": {"type": "string"},
+                        "modality": {"type": "string"},
+                        "language": {"type": "string", "enum": ["en", "zh"], "default": "en"},
+                    },
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "modality"],
+                    "properties": {
+                        "image": {"type": "string", "format": "byte"},
+                        "images": {"type": "array", "items": {"type": "string", "format": "byte"}},
+                        "satellite": {"type": "string", "format": "byte"},
+                        "tile_id": {"type": "string"},
+                        "modality": {"type": "string"},
+                        "language": {"type": "string", "enum": ["en", "zh"]},
+                    },
+                }
+            },
+        },
+    }
+}
+
+api = FastAPI(
+    title="GLEAM geo-localization",
+    description="Where was this photo taken (top-k satellite tiles), and why (GLEAM-X).",
+    version="1",
+)
+api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(APIError(status, code, message, field).body(), status_code=status)
+
+
+@api.exception_handler(APIError)
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+    return _error(422, "invalid_field", str(first.get("msg", "invalid request")), field)
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = uuid.uuid4().hex[:12]
+    log.error("request %s %s failed (id %s)", request.method, request.url.path, request_id, exc_info=exc)
+    return _error(500, "internal", f"internal error (request id {request_id}); the server log has details")
+
+
+@serve.deployment(
+    name="Ingress",
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=256,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 64},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+@serve.ingress(api)
+class Ingress:
+    def __init__(
+        self,
+        encoder: DeploymentHandle,
+        index: DeploymentHandle,
+        explainer: DeploymentHandle,
+        args: dict[str, Any],
+    ) -> None:
+        self.encoder, self.index, self.explainer = encoder, index, explainer
+        self.args = ServeArgs.model_validate(args)
+        token = os.environ.get(API_TOKEN_ENV, "")
+        self._token = token.encode() if token else None
+        self._encoder_info: dict[str, Any] | None = None
+
+    # --- helpers ---------------------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise APIError(
+                401, "unauthorized", "a valid bearer token is required (Authorization: Bearer ...)"
+            )
+
+    async def _encoder(self) -> dict[str, Any]:
+        if self._encoder_info is None:
+            self._encoder_info = await self.encoder.describe.remote()
+        return self._encoder_info
+
+    async def _prepared(self, images: list[bytes], modality: str, field: str = "image") -> list[bytes]:
+        size = tuple((await self._encoder())["sizes"][modality])
+        return await prepare_images(images, size, self.args.limits, field)
+
+    async def _explanation(
+        self,
+        jpegs: list[bytes],
+        modality: str,
+        language: str,
+        vector: Any,
+        tile_id: str | None,
+        satellite: bytes | None,
+    ) -> dict[str, Any]:
+        tile: dict[str, Any] | None = None
+        if tile_id is not None:
+            tile = await self.index.tile.remote(tile_id)
+            if tile is None:
+                raise APIError(404, "unknown_tile", f"tile {tile_id!r} is not in the served index", "tile_id")
+            satellite = tile["image"]
+        else:
+            satellite = (await self._prepared([satellite], "satellite", "satellite"))[0]
+        evidence = await self.encoder.evidence.remote(jpegs, modality, satellite, self.args.explainer.heatmap)
+        status = await self.index.status.remote()
+        calibration = status.get("calibration")
+        evidence["threshold"] = threshold_for(calibration, modality)
+        evidence["calibration"] = calibration
+        evidence["rank"] = evidence["margin"] = None
+        if tile_id is not None:
+            ranked = await self.index.rank_of.remote(vector, tile_id)
+            evidence["rank"], evidence["margin"] = ranked["rank"], ranked["margin"]
+        answer = await self.explainer.explain.remote(jpegs, satellite, modality, language, evidence)
+        answer["tile_id"] = tile_id
+        if tile is not None:
+            answer["lat"], answer["lon"] = tile["lat"], tile["lon"]
+        return answer
+
+    def _labels(self, found: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "index": {"name": found["index"], "version": found["version"]},
+            "encoder": {
+                "fingerprint": encoder["fingerprint"],
+                "uri": encoder["uri"],
+                "model_name": encoder["model_name"],
+                "model_version": encoder["model_version"],
+            },
+        }
+
+    # --- routes ----------------------------------------------------------------------------------------
+
+    @api.post(
+        "/v1/localize", openapi_extra=_LOCALIZE_BODY, summary="Top-k satellite tiles for a photo or set"
+    )
+    async def localize(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        self._authorize(request)
+        query = await localize_query(request, self.args.limits, self.args.default_k)
+        jpegs = await self._prepared(query.images, query.modality)
+        vector = await self.encoder.embed.remote((query.modality, jpegs))
+        found = await self.index.search.remote(vector, query.k)
+        body: dict[str, Any] = {
+            "modality": query.modality,
+            "images": len(jpegs),
+            "k": query.k,
+            "candidates": found["candidates"],
+            **self._labels(found, await self._encoder()),
+        }
+        if query.explain and found["candidates"]:
+            top = found["candidates"][0]["tile_id"]
+            body["explanation"] = await self._explanation(
+                jpegs, query.modality, query.language, vector, top, None
+            )
+        body["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return JSONResponse(body)
+
+    @api.post(
+        "/v1/explain", openapi_extra=_EXPLAIN_BODY, summary="Is this photo of that tile's place, and why"
+    )
+    async def explain(self, request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        self._authorize(request)
+        query = await explain_query(request, self.args.limits)
+        jpegs = await self._prepared(query.images, query.modality)
+        vector = await self.encoder.embed.remote((query.modality, jpegs))
+        answer = await self._explanation(
+            jpegs, query.modality, query.language, vector, query.tile_id, query.satellite
+        )
+        answer["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return JSONResponse(answer)
+
+    @api.get("/v1/tiles/{tile_id}", summary="A satellite tile's image (JPEG)")
+    async def tile(self, tile_id: str, request: Request) -> Response:
+        self._authorize(request)
+        found = await self.index.tile.remote(tile_id)
+        if found is None:
+            raise APIError(404, "unknown_tile", f"tile {tile_id!r} is not in the served index", "tile_id")
+        headers = {"Cache-Control": "public, max-age=3600"}
+        if found["lat"] is not None:
+            headers["X-Tile-Lat"], headers["X-Tile-Lon"] = str(found["lat"]), str(found["lon"])
+        return Response(found["image"], media_type="image/jpeg", headers=headers)
+
+    @api.get("/healthz", summary="Liveness and what is being served")
+    async def healthz(self) -> JSONResponse:
+        index = await self.index.status.remote()
+        encoder = await self._encoder()
+        explainer = await self.explainer.describe.remote()
+        return JSONResponse(
+            {
+                "status": "ok",
+                "index": index,
+                "encoder": {
+                    k: encoder[k] for k in ("uri", "fingerprint", "dim", "model_name", "model_version")
+                },
+                "explainer": explainer,
+                "auth": self._token is not None,
+                "limits": self.args.limits.model_dump(),
+                "modalities": [m for m in encoder["sizes"] if m != "satellite"],
+            }
+        )
+
+    @api.get("/", include_in_schema=False)
+    async def page(self) -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")

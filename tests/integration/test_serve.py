@@ -1,0 +1,485 @@
+"""The Serve application over real HTTP on 127.0.0.1: started from serve/config.yaml on the test world's
+trained encoder (Ray Train, registered as champion) and its published index."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from gleam.config import ImageLimits
+from gleam.corpus.images import process_image
+from gleam.corpus.reader import open_corpus
+from gleam.index.catalog import open_index
+from gleam.index.job import build_index
+from gleam.index.layout import IndexLocation
+from gleam.index.publish import point_current
+from gleam.model import weights
+from gleam.model.transforms import eval_batch
+from serve.run import load_config, start
+from tests.support import bad_images
+from tests.support.serving import ServedWorld, free_port, index_config, serve_args, served_world
+from tests.support.training import tiny_encoder
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token-7f3a"
+
+
+@pytest.fixture(scope="module")
+def world(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> ServedWorld:
+    return served_world(tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def app_url(world: ServedWorld) -> Iterator[str]:
+    from ray import serve
+
+    port = free_port()
+    url = start(load_config(args=serve_args(world), port=port))
+    yield url
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def queries(world: ServedWorld) -> list[dict[str, Any]]:
+    table = open_corpus(world.corpus).read("queries", ["query_id", "modality", "tile_id", "image"])
+    return table.sort_by("query_id").to_pylist()
+
+
+def query_of(queries: list[dict[str, Any]], modality: str, n: int = 0) -> dict[str, Any]:
+    return [q for q in queries if q["modality"] == modality][n]
+
+
+def localize_files(url: str, images: list[bytes], **fields: Any) -> requests.Response:
+    files = [("image", (f"q{n}.jpg", data, "image/jpeg")) for n, data in enumerate(images)]
+    return requests.post(f"{url}/v1/localize", files=files, data=fields, timeout=60)
+
+
+def expected_top(world: ServedWorld, query: bytes, modality: str, k: int) -> tuple[list[str], np.ndarray]:
+    """The same answer computed in this process: prepare, embed, search the published index."""
+    encoder, spec, info = weights.load(world.encoder)
+    prepared = process_image(query, spec.size(modality), ImageLimits()).image
+    vector = encoder(eval_batch([prepared], modality, spec)).detach().numpy()
+    scores, tiles = open_index(world.store, world.index, expect_fingerprint=info.fingerprint).search(
+        vector, k
+    )
+    return list(tiles[0]), scores[0]
+
+
+def test_localize_multipart_matches_the_same_search_in_process(app_url, world, queries) -> None:
+    query = query_of(queries, "drone")
+    response = localize_files(app_url, [query["image"]], modality="drone", k="7")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["k"] == 7 and body["images"] == 1 and body["modality"] == "drone"
+    ids, scores = expected_top(world, query["image"], "drone", 7)
+    assert [c["tile_id"] for c in body["candidates"]] == ids
+    np.testing.assert_allclose([c["score"] for c in body["candidates"]], scores, atol=1e-4)
+    index = open_index(world.store, world.index)
+    assert body["index"] == {"name": world.index, "version": index.version}
+    assert body["encoder"]["fingerprint"] == index.encoder_fingerprint
+    assert body["encoder"]["model_name"] == world.model_name
+    for candidate in body["candidates"]:
+        position = index.position(candidate["tile_id"])
+        assert candidate["lat"] == pytest.approx(index.lat[position])
+        assert candidate["lon"] == pytest.approx(index.lon[position])
+
+
+def test_localize_json_set_is_fused(app_url, world, queries) -> None:
+    a, b = query_of(queries, "ground", 0), query_of(queries, "ground", 1)
+    encoded = [base64.b64encode(x["image"]).decode() for x in (a, b)]
+    response = requests.post(
+        f"{app_url}/v1/localize", json={"images": encoded, "modality": "ground", "k": 24}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["images"] == 2 and len(body["candidates"]) == 24
+    # the fused score of each tile is its similarity to the normalised mean of the two embeddings
+    encoder, spec, _ = weights.load(world.encoder)
+    prepared = [process_image(x["image"], spec.size("ground"), ImageLimits()).image for x in (a, b)]
+    vectors = encoder(eval_batch(prepared, "ground", spec)).detach().numpy()
+    fused = vectors.mean(axis=0)
+    fused /= np.linalg.norm(fused)
+    _, ids = open_index(world.store, world.index).search(fused[None], 24)
+    assert [c["tile_id"] for c in body["candidates"]] == list(ids[0])
+
+
+def test_explain_by_tile_id_answers_from_evidence_in_both_languages(app_url, world, queries) -> None:
+    query = query_of(queries, "drone")
+    files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
+    for language in ("en", "zh"):
+        data = {"modality": "drone", "tile_id": query["tile_id"], "language": language}
+        response = requests.post(f"{app_url}/v1/explain", files=files, data=data, timeout=60)
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        assert answer["reasoning_source"] == "evidence"
+        assert answer["language"] == language
+        evidence = answer["evidence"]
+        threshold = evidence["threshold"]
+        assert threshold is not None and evidence["calibration"]["split"] == "val"
+        assert answer["match"] is (evidence["similarity"] >= threshold)
+        assert 0.0 <= answer["confidence"] <= 1.0
+        assert evidence["rank"] is not None and evidence["rank"] >= 1
+        heatmap = Image.open(io.BytesIO(base64.b64decode(evidence["heatmap_png"])))
+        assert heatmap.format == "PNG" and heatmap.size[0] > 0
+        if language == "zh":
+            assert any("\u4e00" <= ch <= "\u9fff" for ch in answer["reasoning"])
+        else:
+            assert "similarity" in answer["reasoning"].lower()
+
+
+def test_explain_with_an_uploaded_satellite_image(app_url, world, queries) -> None:
+    query = query_of(queries, "streetmap")
+    tile = requests.get(f"{app_url}/v1/tiles/{query['tile_id']}", timeout=30).content
+    body = {
+        "image": base64.b64encode(query["image"]).decode(),
+        "satellite": base64.b64encode(tile).decode(),
+        "modality": "streetmap",
+    }
+    response = requests.post(f"{app_url}/v1/explain", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["tile_id"] is None and answer["evidence"]["rank"] is None
+    assert -1.0 <= answer["evidence"]["similarity"] <= 1.0
+
+
+def test_localize_with_explain_explains_the_top_candidate(app_url, queries) -> None:
+    query = query_of(queries, "panorama")
+    response = localize_files(app_url, [query["image"]], modality="panorama", k="3", explain="true")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["explanation"]["tile_id"] == body["candidates"][0]["tile_id"]
+    assert body["explanation"]["evidence"]["rank"] == 1
+
+
+def test_tiles_page_health_and_docs(app_url, world) -> None:
+    tiles = open_corpus(world.corpus).read("tiles", ["tile_id", "image"]).to_pylist()
+    response = requests.get(f"{app_url}/v1/tiles/{tiles[0]['tile_id']}", timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert response.content == tiles[0]["image"]
+    health = requests.get(f"{app_url}/healthz", timeout=30).json()
+    assert health["status"] == "ok" and health["index"]["vectors"] == len(tiles)
+    assert health["explainer"]["answers_from"] == "evidence" and health["auth"] is False
+    page = requests.get(f"{app_url}/", timeout=30)
+    assert page.status_code == 200 and "<title>GLEAM" in page.text
+    assert requests.get(f"{app_url}/static/app.js", timeout=30).status_code == 200
+    spec = requests.get(f"{app_url}/openapi.json", timeout=30).json()
+    assert {"/v1/localize", "/v1/explain", "/v1/tiles/{tile_id}", "/healthz"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/v1/localize"]["post"]["requestBody"]["content"]
+    assert requests.get(f"{app_url}/docs", timeout=30).status_code == 200
+
+
+def _jpeg(size: tuple[int, int]) -> bytes:
+    return bad_images.jpeg(size)
+
+
+BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
+    ("empty body", {"data": b"", "headers": {"content-type": "application/json"}}, 400, "empty_body"),
+    (
+        "not an image",
+        {"files": [("image", ("a.txt", bad_images.text_file(), "text/plain"))]},
+        415,
+        "not_an_image",
+    ),
+    (
+        "truncated image",
+        {"files": [("image", ("a.jpg", bad_images.truncated_jpeg(), "image/jpeg"))]},
+        422,
+        "decode_error",
+    ),
+    (
+        "decompression bomb",
+        {"files": [("image", ("a.png", bad_images.png_header_only(30_000, 30_000), "image/png"))]},
+        413,
+        "pixel_limit",
+    ),
+    (
+        "image too small",
+        {"files": [("image", ("a.jpg", bad_images.tiny_jpeg(), "image/jpeg"))]},
+        422,
+        "too_small",
+    ),
+    (
+        "unknown modality",
+        {"files": [("image", ("a.jpg", _jpeg((64, 64)), "image/jpeg"))], "modality": "sonar"},
+        422,
+        "unknown_modality",
+    ),
+    (
+        "k zero",
+        {"files": [("image", ("a.jpg", _jpeg((64, 64)), "image/jpeg"))], "k": "0"},
+        422,
+        "out_of_range",
+    ),
+    (
+        "k too large",
+        {"files": [("image", ("a.jpg", _jpeg((64, 64)), "image/jpeg"))], "k": "101"},
+        422,
+        "out_of_range",
+    ),
+    (
+        "k not a number",
+        {"files": [("image", ("a.jpg", _jpeg((64, 64)), "image/jpeg"))], "k": "five"},
+        422,
+        "invalid_field",
+    ),
+    ("bad base64", {"json": {"images": ["not*base64!"], "modality": "drone"}}, 400, "bad_base64"),
+    ("bad json", {"data": b"{not json", "headers": {"content-type": "application/json"}}, 400, "bad_json"),
+    (
+        "wrong content type",
+        {"data": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    ("missing image", {"json": {"modality": "drone"}}, 422, "missing_field"),
+    (
+        "missing modality",
+        {"files": [("image", ("a.jpg", _jpeg((64, 64)), "image/jpeg"))], "modality": None},
+        422,
+        "missing_field",
+    ),
+    (
+        "unsupported language",
+        {"files": [("image", ("a.jpg", _jpeg((64, 64)), "image/jpeg"))], "language": "fr"},
+        422,
+        "unsupported_language",
+    ),
+    (
+        "too many images",
+        {"files": [("image", (f"{n}.jpg", _jpeg((64, 64)), "image/jpeg")) for n in range(9)]},
+        413,
+        "too_many_images",
+    ),
+    (
+        "unknown field",
+        {
+            "json": {
+                "images": [base64.b64encode(_jpeg((64, 64))).decode()],
+                "modality": "drone",
+                "colour": "red",
+            }
+        },
+        422,
+        "unknown_field",
+    ),
+    ("empty image list", {"json": {"images": [], "modality": "drone"}}, 422, "missing_field"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_kwargs", "status", "code"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
+def test_bad_localize_requests_get_a_4xx_json_body(app_url, case, request_kwargs, status, code) -> None:
+    kwargs = dict(request_kwargs)
+    fields = {"modality": kwargs.pop("modality", "drone"), "k": kwargs.pop("k", "5")}
+    if "language" in kwargs:
+        fields["language"] = kwargs.pop("language")
+    if "files" in kwargs:
+        kwargs["data"] = {key: value for key, value in fields.items() if value is not None}
+    response = requests.post(f"{app_url}/v1/localize", timeout=60, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert "Traceback" not in response.text
+
+
+def test_oversize_upload_is_refused_before_it_is_read(app_url) -> None:
+    big = b"\xff\xd8\xff" + b"\x00" * (33 * 1024 * 1024)
+    response = localize_files(app_url, [big], modality="drone")
+    assert response.status_code == 413, response.text[:200]
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_unknown_tile_is_a_404_json(app_url, queries) -> None:
+    assert requests.get(f"{app_url}/v1/tiles/nope", timeout=30).json()["error"]["code"] == "unknown_tile"
+    query = query_of(queries, "drone")
+    files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
+    response = requests.post(
+        f"{app_url}/v1/explain", files=files, data={"modality": "drone", "tile_id": "nope"}, timeout=60
+    )
+    assert response.status_code == 404 and response.json()["error"]["field"] == "tile_id"
+    assert requests.get(f"{app_url}/no/such/route", timeout=30).json()["error"]["code"] == "not_found"
+
+
+def test_replica_stays_healthy_after_bad_input(app_url, queries) -> None:
+    for _ in range(3):
+        localize_files(app_url, [bad_images.truncated_jpeg()], modality="drone")
+        localize_files(app_url, [bad_images.png_header_only(40_000, 40_000)], modality="drone")
+    assert requests.get(f"{app_url}/healthz", timeout=30).status_code == 200
+    query = query_of(queries, "drone")
+    assert localize_files(app_url, [query["image"]], modality="drone").status_code == 200
+
+
+def _current_version(url: str) -> str:
+    return requests.get(f"{url}/healthz", timeout=30).json()["index"]["version"]
+
+
+def test_hot_swap_under_load_drops_no_request(app_url, world, queries, tmp_path: Path) -> None:
+    query = query_of(queries, "drone")
+    before = _current_version(app_url)
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                response = localize_files(app_url, [query["image"]], modality="drone", k="3")
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                else:
+                    seen.append(response.json()["index"]["version"])
+            except requests.RequestException as exc:
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        # another index key is another build: a new version is published while requests flow
+        rebuilt = build_index(index_config(world, "index_key=HNSW16,Flat"))
+        assert rebuilt.status == "published" and rebuilt.version != before
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not seen or seen[-1] != rebuilt.version):
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not failures, failures[:3]
+    assert seen[0] == before and seen[-1] == rebuilt.version
+    switch = seen.index(rebuilt.version)
+    assert set(seen[switch:]) == {rebuilt.version}, "a request after the swap saw the old version"
+    assert _current_version(app_url) == rebuilt.version
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"no browser: {CHROMIUM} is missing (make test installs Debian's chromium where apt can)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    photos = []
+    for n in range(2):
+        path = tmp_path / f"drone-{n}.jpg"
+        path.write_bytes(query_of(queries, "drone", n)["image"])
+        photos.append(str(path))
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(bad_images.text_file())
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{app_url}/")
+            page.get_by_test_id("served").filter(has_text="index").wait_for()
+            page.get_by_test_id("images").set_input_files(photos)
+            assert page.get_by_test_id("previews").locator("img").count() == 2
+            page.get_by_test_id("modality").select_option("drone")
+            page.get_by_test_id("k").fill("4")
+            page.get_by_test_id("localize").click()
+            candidates = page.get_by_test_id("candidate")
+            candidates.nth(3).wait_for()
+            assert candidates.count() == 4
+            images = "[...document.querySelectorAll('#candidates img')]"
+            loaded = f"{images}.every(i => i.complete && i.naturalWidth)"
+            page.wait_for_function(f"() => {loaded}")
+            first_score = float(candidates.nth(0).get_by_test_id("score").inner_text())
+            assert -1.0 <= first_score <= 1.0
+            assert "," in candidates.nth(0).get_by_test_id("coords").inner_text()
+            candidates.nth(1).click()
+            page.get_by_test_id("source").filter(has_text="evidence").wait_for()
+            assert page.get_by_test_id("verdict").inner_text()
+            assert "similarity" in page.get_by_test_id("reasoning").inner_text().lower()
+            heatmap = page.get_by_test_id("heatmap").get_attribute("src") or ""
+            assert heatmap.startswith("data:image/png;base64,")
+            page.get_by_test_id("images").set_input_files([str(bad)])
+            page.get_by_test_id("localize").click()
+            error = page.get_by_test_id("error")
+            error.wait_for()
+            assert "not an image" in error.inner_text()
+        finally:
+            browser.close()
+
+
+def test_bearer_token_when_configured(app_url, world, queries) -> None:
+    env = {"runtime_env": {"env_vars": {"GLEAM_API_TOKEN": TOKEN}}, "num_cpus": 0.1}
+    port = int(app_url.rsplit(":", 1)[1])
+    start(load_config(args=serve_args(world), port=port, deployments={"Ingress": {"ray_actor_options": env}}))
+    try:
+        query = query_of(queries, "drone")
+        files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
+        data = {"modality": "drone"}
+        assert requests.post(f"{app_url}/v1/localize", files=files, data=data, timeout=60).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        response = requests.post(f"{app_url}/v1/localize", files=files, data=data, headers=wrong, timeout=60)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+        right = {"Authorization": f"Bearer {TOKEN}"}
+        response = requests.post(f"{app_url}/v1/localize", files=files, data=data, headers=right, timeout=60)
+        assert response.status_code == 200, response.text
+        assert TOKEN not in json.dumps(requests.get(f"{app_url}/healthz", timeout=30).json())
+    finally:
+        start(load_config(args=serve_args(world), port=port))
+
+
+def test_explainer_with_a_multimodal_llm_over_http(app_url, world, queries, tmp_path: Path) -> None:
+    from tests.support.tiny_vlm import build_tiny_qwen25vl
+
+    model = build_tiny_qwen25vl(tmp_path / "tiny-qwen")
+    port = int(app_url.rsplit(":", 1)[1])
+    mllm = {"mllm": {"model": str(model), "max_new_tokens": 24}}
+    start(load_config(args=serve_args(world, explainer=mllm), port=port))
+    try:
+        assert requests.get(f"{app_url}/healthz", timeout=30).json()["explainer"]["answers_from"] == "mllm"
+        query = query_of(queries, "drone")
+        files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
+        for language in ("en", "zh"):
+            data = {"modality": "drone", "tile_id": query["tile_id"], "language": language}
+            response = requests.post(f"{app_url}/v1/explain", files=files, data=data, timeout=120)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["reasoning_source"] == "mllm" and answer["language"] == language
+            assert answer["raw"]  # the model's own text is always returned
+            if answer["parsed"]:
+                assert isinstance(answer["match"], bool)
+            else:  # random weights: flagged, and nothing invented in its place
+                assert (
+                    answer["match"] is None and answer["confidence"] is None and answer["reasoning"] is None
+                )
+            assert answer["evidence"]["similarity"] is not None  # the evidence travels with it either way
+    finally:
+        start(load_config(args=serve_args(world), port=port))
+
+
+def test_index_from_another_encoder_is_refused_and_the_old_one_kept(app_url, world, tmp_path: Path) -> None:
+    serving = _current_version(app_url)
+    other = tiny_encoder(tmp_path / "other", seed=9, embed_dim=16)
+    rebuilt = build_index(index_config(world, f"encoder={other}", "calibration.split=null"))
+    assert rebuilt.status == "published"
+    deadline = time.monotonic() + 30
+    refused: dict[str, str] = {}
+    while time.monotonic() < deadline and rebuilt.version not in refused:
+        refused = requests.get(f"{app_url}/healthz", timeout=30).json()["index"]["refused"]
+        time.sleep(0.3)
+    try:
+        assert "EncoderMismatchError" in refused[rebuilt.version]
+        assert _current_version(app_url) == serving
+        query = open_corpus(world.corpus).read("queries", ["image", "modality"]).to_pylist()[0]
+        assert localize_files(app_url, [query["image"]], modality=query["modality"]).status_code == 200
+    finally:
+        point_current(IndexLocation(world.store, world.index), serving)

@@ -1,0 +1,242 @@
+"""GLEAM-X evidence without an MLLM: calibration, the feature-agreement heatmap, and the evidence answer."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from gleam.explain.evidence import (
+    CONFIDENCE_TEMPERATURE,
+    Calibration,
+    Evidence,
+    calibrate,
+    colourize,
+    evidence_answer,
+    heatmap_png,
+    match_heatmap,
+)
+from gleam.explain.prompts import UnsupportedLanguageError
+from gleam.model import weights
+from gleam.model.transforms import eval_batch
+from tests.support.training import tiny_encoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- calibration -----------------------------------------------------------------------------------------
+
+
+def brute_force_balanced_accuracy(pos: np.ndarray, neg: np.ndarray, threshold: float) -> float:
+    return ((pos >= threshold).mean() + (neg < threshold).mean()) / 2
+
+
+def test_separable_scores_give_a_threshold_between_the_sets() -> None:
+    calibration = calibrate([0.8, 0.7, 0.9, 0.75], [0.2, 0.4, 0.1])
+    assert 0.4 < calibration.threshold < 0.7 and calibration.accuracy == 1.0
+    assert (calibration.positives, calibration.negatives) == (4, 3)
+    assert calibration.method == "balanced-accuracy"
+
+
+def test_overlapping_scores_match_a_brute_force_sweep() -> None:
+    rng = np.random.default_rng(0)
+    pos = rng.normal(0.6, 0.08, 300)
+    neg = rng.normal(0.35, 0.08, 3000)  # 10x more negatives: balanced accuracy must not chase them
+    calibration = calibrate(pos, neg)
+    assert 0.42 < calibration.threshold < 0.53
+    scores = np.unique(np.concatenate([pos, neg]))
+    best = max(brute_force_balanced_accuracy(pos, neg, t) for t in (scores[:-1] + scores[1:]) / 2)
+    assert calibration.accuracy == pytest.approx(best)
+    assert calibration.accuracy == pytest.approx(
+        brute_force_balanced_accuracy(pos, neg, calibration.threshold)
+    )
+    assert 0.9 < calibration.accuracy < 1.0
+
+
+def test_indistinguishable_scores_give_chance_accuracy() -> None:
+    calibration = calibrate([0.5, 0.5], [0.5])
+    assert calibration.accuracy == pytest.approx(0.5)
+
+
+def test_calibration_refuses_empty_or_non_finite_scores() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        calibrate([], [0.1])
+    with pytest.raises(ValueError, match="negative"):
+        calibrate([0.9], np.array([]))
+    with pytest.raises(ValueError, match="NaN"):
+        calibrate([0.9, float("nan")], [0.1])
+
+
+def test_calibration_round_trips_through_json() -> None:
+    calibration = calibrate([0.9, 0.8], [0.1, 0.3])
+    data = json.loads(json.dumps(calibration.to_dict()))
+    assert Calibration.from_dict(data) == calibration
+
+
+# --- heatmap ---------------------------------------------------------------------------------------------
+
+
+def scene(seed: int, size: int = 128) -> Image.Image:
+    """A synthetic top-down scene: coloured blocks (roofs), a road and a pond."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), (90, 130, 70))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x, y = rng.integers(0, size - 20, 2)
+        w, h = rng.integers(8, 24, 2)
+        draw.rectangle(
+            [int(x), int(y), int(x + w), int(y + h)], fill=tuple(int(c) for c in rng.integers(0, 255, 3))
+        )
+    y = int(rng.integers(10, size - 10))
+    draw.line([(0, y), (size, y + int(rng.integers(-20, 20)))], fill=(60, 60, 60), width=6)
+    cx, cy = rng.integers(20, size - 20, 2)
+    draw.ellipse([int(cx) - 12, int(cy) - 9, int(cx) + 12, int(cy) + 9], fill=(40, 80, 160))
+    return image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory):
+    folder = tiny_encoder(Path(tmp_path_factory.mktemp("enc")) / "enc", seed=3, size=128)
+    model, spec, _ = weights.load(folder)
+    return model, spec
+
+
+def embed(encoder, image: Image.Image, modality: str) -> torch.Tensor:
+    model, spec = encoder
+    with torch.inference_mode():
+        return model(eval_batch([image], modality, spec))[0]
+
+
+def test_heatmap_grid_has_the_tiles_feature_map_shape_and_range(encoder) -> None:
+    model, spec = encoder
+    tile, query = scene(1), scene(2)
+    result = match_heatmap(model, spec, [png_bytes(query)], "drone", png_bytes(tile))
+    with torch.inference_mode():
+        expected_shape = tuple(model.forward_features_map(eval_batch([tile], "satellite", spec)).shape[-2:])
+    assert result.grid.shape == expected_shape == (4, 4)
+    assert result.grid.dtype == np.float32
+    assert result.grid.min() == 0.0 and result.grid.max() == pytest.approx(1.0)  # min/max rescaled
+    assert -1.0 <= result.similarity <= 1.0
+    expected = float(embed(encoder, query, "drone") @ embed(encoder, tile, "satellite"))
+    assert result.similarity == pytest.approx(expected, abs=1e-5)
+
+
+def test_query_that_is_the_tile_matches_everywhere(encoder) -> None:
+    """Same pixels, same size, same normalisation: every tile cell finds itself, so the embeddings agree
+    and the grid has no spread (all cells are equally, perfectly matched: the grid is all zeros)."""
+    model, spec = encoder
+    tile = scene(4)
+    result = match_heatmap(model, spec, tile, "drone", tile)
+    assert result.similarity == pytest.approx(1.0, abs=1e-5)
+    assert np.all(result.grid == 0.0)
+
+
+def test_a_set_of_query_images_fuses(encoder) -> None:
+    model, spec = encoder
+    tile, a, b = scene(5), scene(6), scene(7)
+    fused = match_heatmap(model, spec, [a, b], "ground", tile)
+    mean = torch.nn.functional.normalize(embed(encoder, a, "ground") + embed(encoder, b, "ground"), dim=0)
+    assert fused.similarity == pytest.approx(float(mean @ embed(encoder, tile, "satellite")), abs=1e-5)
+    single = match_heatmap(model, spec, [a], "ground", tile)
+    assert fused.grid.shape == single.grid.shape
+    # the tile itself in the set: each tile cell's best match is perfect, whatever the other image holds
+    assert np.all(match_heatmap(model, spec, [a, tile], "ground", tile).grid == 0.0)
+
+
+def test_heatmap_refuses_bad_input(encoder) -> None:
+    model, spec = encoder
+    with pytest.raises(ValueError, match="at least one"):
+        match_heatmap(model, spec, [], "drone", scene(1))
+    with pytest.raises(ValueError, match="satellite is the reference"):
+        match_heatmap(model, spec, [scene(1)], "satellite", scene(1))
+
+
+def test_heatmap_png_is_the_tile_size_and_blends_the_ramp() -> None:
+    tile = scene(8, size=100).crop((0, 0, 100, 80))
+    grid = np.array([[0.0, 0.5], [1.0, 0.25]], dtype=np.float32)
+    png = heatmap_png(grid, png_bytes(tile))
+    decoded = Image.open(io.BytesIO(png))
+    assert decoded.format == "PNG" and decoded.size == (100, 80) and decoded.mode == "RGB"
+    plain = np.asarray(Image.open(io.BytesIO(heatmap_png(grid, tile, alpha=0.0))))
+    assert np.array_equal(plain, np.asarray(tile))
+    hot = np.asarray(Image.open(io.BytesIO(heatmap_png(np.ones((3, 3)), tile, alpha=1.0))))
+    cold = np.asarray(Image.open(io.BytesIO(heatmap_png(np.zeros((3, 3)), tile, alpha=1.0))))
+    assert np.all(hot == [255, 0, 0]) and np.all(cold == [0, 0, 255])
+    with pytest.raises(ValueError, match="alpha"):
+        heatmap_png(grid, tile, alpha=1.5)
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_png(np.zeros(4), tile)
+
+
+def test_colour_ramp_runs_from_blue_to_red() -> None:
+    colours = colourize(np.array([[0.0, 0.25, 0.5, 0.75, 1.0]]))[0]
+    assert colours.tolist() == [[0, 0, 255], [0, 255, 255], [0, 255, 0], [255, 255, 0], [255, 0, 0]]
+
+
+# --- evidence and its answer -----------------------------------------------------------------------------
+
+
+def test_evidence_json_carries_the_heatmap_as_base64_only_when_present() -> None:
+    evidence = Evidence(similarity=0.7, threshold=0.6, rank=2, margin=-0.05, heatmap_png=b"\x89PNG-bytes")
+    data = json.loads(json.dumps(evidence.to_json()))
+    assert base64.b64decode(data["heatmap_png"]) == b"\x89PNG-bytes"
+    assert (data["similarity"], data["threshold"], data["rank"], data["margin"]) == (0.7, 0.6, 2, -0.05)
+    assert "heatmap_png" not in Evidence(similarity=0.1).to_json()
+
+
+def test_evidence_answer_above_the_threshold() -> None:
+    evidence = Evidence(similarity=0.734, threshold=0.684, rank=1, margin=0.081, heatmap_png=b"png")
+    answer = evidence_answer(evidence, "en")
+    assert answer.match is True and answer.reasoning_source == "evidence" and answer.parsed
+    assert answer.raw is None and answer.model is None and answer.language == "en"
+    assert answer.confidence == pytest.approx(1 / (1 + math.exp(-0.05 / CONFIDENCE_TEMPERATURE)))
+    for fragment in ("0.734", "0.684", "ranks 1", "0.081 ahead", "heatmap", "same place"):
+        assert fragment in answer.reasoning
+    assert answer.evidence == evidence.to_json()
+    assert json.loads(json.dumps(answer.to_json()))["reasoning_source"] == "evidence"
+
+
+def test_evidence_answer_below_the_threshold_in_chinese() -> None:
+    evidence = Evidence(similarity=0.40, threshold=0.60, rank=7, margin=-0.2)
+    answer = evidence_answer(evidence, "zh")
+    assert answer.match is False and answer.language == "zh"
+    assert answer.confidence == pytest.approx(1 / (1 + math.exp(-0.2 / CONFIDENCE_TEMPERATURE)))
+    assert "0.400" in answer.reasoning and "0.600" in answer.reasoning and "不是同一地点" in answer.reasoning
+    assert "排名第 7" in answer.reasoning and "落后" in answer.reasoning
+    assert "热力图" not in answer.reasoning  # no heatmap was computed: none is mentioned
+
+
+def test_confidence_grows_with_the_distance_to_the_threshold() -> None:
+    near = evidence_answer(Evidence(similarity=0.61, threshold=0.6), "en").confidence
+    far = evidence_answer(Evidence(similarity=0.9, threshold=0.6), "en").confidence
+    assert 0.5 < near < far < 1.0
+    assert evidence_answer(Evidence(similarity=0.6, threshold=0.6), "en").confidence == 0.5
+
+
+def test_uncalibrated_evidence_gives_no_verdict() -> None:
+    answer = evidence_answer(Evidence(similarity=0.8), "en")
+    assert answer.match is None and answer.confidence is None
+    assert "0.800" in answer.reasoning and "no match threshold" in answer.reasoning
+    assert "尚未校准" in evidence_answer(Evidence(similarity=0.8), "zh").reasoning
+    with pytest.raises(UnsupportedLanguageError):
+        evidence_answer(Evidence(similarity=0.8), "de")
