@@ -28,14 +28,7 @@ from gleam.model import weights
 from gleam.model.transforms import eval_batch
 from tests.support.training import tiny_encoder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- calibration -----------------------------------------------------------------------------------------

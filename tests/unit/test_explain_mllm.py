@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from pydantic import ValidationError
 
@@ -57,13 +56,7 @@ def taught_folder(tiny_vlm_folder: Path, tmp_path_factory: pytest.TempPathFactor
     return teach_tiny_vlm(tiny_vlm_folder, tmp_path_factory.mktemp("taught") / "model", lessons)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine threads contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- loading and generating ------------------------------------------------------------------------------
@@ -254,7 +247,7 @@ def test_gleam_mllm_register_command(
     assert f"models:/{name}@staging" in result.output
     import mlflow
 
-    assert mlflow.MlflowClient().get_model_version_by_alias(name, "staging").version == "1"
+    assert int(mlflow.MlflowClient().get_model_version_by_alias(name, "staging").version) == 1
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     refused = CliRunner().invoke(app, ["mllm", "register", str(empty), "--name", name])

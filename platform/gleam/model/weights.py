@@ -246,22 +246,7 @@ def pin(uri: str) -> tuple[str, str]:
     """
     if not uri.startswith("models:/"):
         return uri, str(read_metadata(storage.normalize(uri))["fingerprint"])
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from gleam import tracking
-
-    name, alias, version = parse_registry_uri(uri)
-    tracking.configure()
-    client = mlflow.MlflowClient()
-    try:
-        found = (
-            client.get_model_version_by_alias(name, alias)
-            if alias is not None
-            else client.get_model_version(name, str(version))
-        )
-    except MlflowException as exc:
-        raise WeightsError(f"cannot resolve {uri} in the MLflow registry: {exc.message}") from None
+    name, found = _registered_version(uri)
     fingerprint = (found.tags or {}).get("gleam.fingerprint")
     if not fingerprint:
         raise WeightsError(
@@ -275,11 +260,26 @@ def download_registered(uri: str, dst: str | os.PathLike[str]) -> tuple[str, str
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    name, found = _registered_version(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{name}/{found.version}", dst_path=str(dst)
+        )
+    except MlflowException as exc:
+        raise WeightsError(f"cannot download {uri} from the MLflow registry: {exc.message}") from None
+    return local, name, int(found.version), found.run_id or None
+
+
+def _registered_version(uri: str) -> tuple[str, Any]:
+    """(model name, its ModelVersion) for `models:/name@alias` or `models:/name/N`."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     from gleam import tracking
 
     name, alias, version = parse_registry_uri(uri)
     tracking.configure()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
     client = mlflow.MlflowClient()
     try:
         found = (
@@ -287,12 +287,9 @@ def download_registered(uri: str, dst: str | os.PathLike[str]) -> tuple[str, str
             if alias is not None
             else client.get_model_version(name, str(version))
         )
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{found.version}", dst_path=str(dst)
-        )
     except MlflowException as exc:
         raise WeightsError(f"cannot resolve {uri} in the MLflow registry: {exc.message}") from None
-    return local, name, int(found.version), found.run_id or None
+    return name, found
 
 
 def register(
