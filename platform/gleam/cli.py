@@ -31,7 +31,7 @@ SetOption = Annotated[
 
 # exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights,
 # a training run of that name with another config, an index below its recall floor, an unusable MLLM
-# folder), 4 storage unreachable,
+# folder, a Serve application that does not start), 4 storage unreachable,
 # 5 training failed (re-run resumes), 6 busy (another build of the same index holds the lease)
 USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
 
@@ -49,6 +49,7 @@ def _user_errors() -> dict[type[BaseException], int]:
     from gleam.index.lease import LeaseHeldError
     from gleam.model.weights import WeightsError
     from gleam.training.phases import NoTrainingPairsError, TrainingFailedError, TrainRunExistsError
+    from serve.run import ServeStartError
 
     refused = (
         CorpusExistsError,
@@ -64,6 +65,7 @@ def _user_errors() -> dict[type[BaseException], int]:
         IndexNotFoundError,
         IndexChecksumError,
         MLLMError,
+        ServeStartError,
     )
     return {**USER_ERRORS, **dict.fromkeys(refused, 3), TrainingFailedError: 5, LeaseHeldError: 6}
 

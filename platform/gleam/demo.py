@@ -77,7 +77,7 @@ def run_demo(configs: Path, console: Console) -> None:
     console.print(metrics_table(evaluate(through_cfg), through_cfg.ks))
 
     console.rule("8. serve it (Ray Serve) and ask where a test photo was taken, and why")
-    _serve_and_ask(index_cfg.name, index_cfg.store, evaluate_cfg.corpus, console)
+    _serve_and_ask(index_cfg.encoder, index_cfg.name, index_cfg.store, evaluate_cfg.corpus, console)
 
     console.rule("done")
     console.print(f"store:   {storage.default_store()}")
@@ -87,7 +87,7 @@ def run_demo(configs: Path, console: Console) -> None:
     console.print(f"took {time.perf_counter() - started:.1f}s")
 
 
-def _serve_and_ask(index: str, store: str, corpus_uri: str, console: Console) -> None:
+def _serve_and_ask(encoder: str, index: str, store: str, corpus_uri: str, console: Console) -> None:
     """Start the Serve application from serve/config.yaml, send one test photo, print the answer."""
     import base64
     import json
@@ -107,7 +107,7 @@ def _serve_and_ask(index: str, store: str, corpus_uri: str, console: Console) ->
         with socket.socket() as free:
             free.bind(("127.0.0.1", 0))
             port = free.getsockname()[1]
-    url = start(load_config(args={"index": index, "store": store}, port=port))
+    url = start(load_config(args={"encoder": encoder, "index": index, "store": store}, port=port))
     try:
         queries = open_corpus(corpus_uri).read(
             "queries", ["query_id", "modality", "tile_id", "image"], pc.field("split") == "test"

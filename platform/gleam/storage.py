@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +27,10 @@ S3_SCHEMES = ("s3://", "s3a://")
 
 class StorageError(RuntimeError):
     """A store operation failed; the message names the URI."""
+
+
+class NotFoundError(StorageError):
+    """The object does not exist (as opposed to a store that failed to answer)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ def is_file(uri: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.File
 
 
-def read_bytes(uri: str, attempts: int = 3) -> bytes:
+def read_bytes(uri: str, attempts: int = 5) -> bytes:
     """The whole object. An S3 object replaced while being read (s3fs pins the ETag it saw first, so
     the read fails with 412) is read again: small pointer files such as CURRENT and LEASE are rewritten
     in place while others poll them."""
@@ -156,11 +161,12 @@ def read_bytes(uri: str, attempts: int = 3) -> bytes:
             with fs.open_input_stream(path) as stream:
                 return stream.read()
         except FileNotFoundError as exc:
-            raise StorageError(f"not found: {uri}") from exc
+            raise NotFoundError(f"not found: {uri}") from exc
         except OSError as exc:
             changed = "PreconditionFailed" in str(exc) or "412" in str(exc)
             if not changed or attempt == attempts - 1:
                 raise StorageError(f"cannot read {uri}: {exc}") from exc
+            time.sleep(0.02 * (attempt + 1))
     raise AssertionError("unreachable")
 
 

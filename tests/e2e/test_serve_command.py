@@ -64,10 +64,10 @@ def test_gleam_serve_answers_until_interrupted(ray_cluster, tmp_path: Path) -> N
         health = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                health = requests.get(f"{url}/healthz", timeout=5)
+                health = requests.get(f"{url}/healthz", timeout=10)
                 if health.status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or the proxy up before the app
                 pass
             time.sleep(1)
         assert health is not None and health.status_code == 200, (

@@ -82,9 +82,11 @@ def acquire(uri: str, ttl_s: float) -> Lease:
 
 
 def read(uri: str) -> Lease | None:
+    """The lease, or None when there is none. A store that fails to answer raises StorageError: taking
+    that for "no lease" would stop a build's heartbeat (or let a second build in) on a network blip."""
     try:
         return Lease(**storage.read_json(uri))
-    except storage.StorageError:
+    except storage.NotFoundError:
         return None
 
 
