@@ -50,6 +50,7 @@ bench: venv bench-venv
 	$(PY) benchmarks/train_step.py --ray-workers 2 --threads 1
 	$(PY) benchmarks/train_quality.py
 	$(PY) benchmarks/index_build.py
+	$(PY) benchmarks/serve_load.py
 
 lint: venv
 	$(VENV)/bin/ruff check .
