@@ -114,13 +114,13 @@ def run_until_interrupted(
     for assignment in overrides:
         apply_override(application["args"], assignment)
     parse_config(ServeArgs, expand_env(application["args"]), "serve args")  # fail here, naming the field
-    init_ray()
-    url = start(config)
-    console.print(f"GLEAM is serving at [bold]{url}/[/]  (API docs {url}/docs, health {url}/healthz)")
-    console.print("Ctrl-C stops it.")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    try:
+    init_ray()
+    try:  # Ctrl-C at any point, even while the application is still starting, stops it cleanly
+        url = start(config)
+        console.print(f"GLEAM is serving at [bold]{url}/[/]  (API docs {url}/docs, health {url}/healthz)")
+        console.print("Ctrl-C stops it.")
         while not stop["now"]:
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,10 +44,13 @@ def test_bad_argument_exits_2_naming_the_field_before_starting_anything() -> Non
     assert "default_k" in output
 
 
-def test_gleam_serve_answers_until_interrupted(ray_cluster, tmp_path: Path) -> None:
-    corpus = world_corpus(tmp_path / "world", locations=16)
-    encoder = tiny_encoder(tmp_path / "encoder", seed=3, embed_dim=16)
-    store = str(tmp_path / "store")
+@pytest.fixture(scope="module")
+def small_index(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A 16-place world, a random-init encoder folder and its published index `cli`."""
+    root = tmp_path_factory.mktemp("serve-command")
+    corpus = world_corpus(root / "world", locations=16)
+    encoder = tiny_encoder(root / "encoder", seed=3, embed_dim=16)
+    store = str(root / "store")
     overrides = [
         "name=cli",
         f"corpus={corpus}",
@@ -56,37 +61,102 @@ def test_gleam_serve_answers_until_interrupted(ray_cluster, tmp_path: Path) -> N
         "tracking.enabled=false",
     ]
     build_index(load_config(IndexBuildConfig, None, overrides))
-    port = free_port()
-    process = gleam("serve", "--port", str(port), "--encoder", encoder, "--index", "cli", "--store", store)
-    url = f"http://127.0.0.1:{port}"
+    return {"corpus": corpus, "encoder": encoder, "store": store, "index": "cli"}
+
+
+def wait_healthy(process: subprocess.Popen, url: str, timeout_s: float = 240) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            health = requests.get(f"{url}/healthz", timeout=10)
+            if health.status_code == 200:
+                return health.json()
+        except requests.RequestException:  # not listening yet, or the proxy up before the app
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} never became healthy (process exit code {process.poll()})")
+
+
+def read_output(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """Drain the process's output in the background (a full pipe would block a chatty server)."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def interrupt(process: subprocess.Popen, reader: threading.Thread) -> None:
+    """Ctrl-C for the command itself, then whatever of its local Ray is left."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
     try:
-        deadline = time.monotonic() + 240
-        health = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                health = requests.get(f"{url}/healthz", timeout=10)
-                if health.status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or the proxy up before the app
-                pass
-            time.sleep(1)
-        assert health is not None and health.status_code == 200, (
-            process.stdout.read() if process.poll() else ""
-        )
-        assert health.json()["index"]["index"] == "cli"
-        query = open_corpus(corpus).read("queries", ["image", "modality"]).to_pylist()[0]
+        process.wait(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        reader.join(timeout=30)
+
+
+def test_gleam_serve_answers_until_interrupted(small_index: dict[str, str]) -> None:
+    port = free_port()
+    process = gleam(
+        "serve",
+        "--port",
+        str(port),
+        "--encoder",
+        small_index["encoder"],
+        "--index",
+        small_index["index"],
+        "--store",
+        small_index["store"],
+    )
+    url = f"http://127.0.0.1:{port}"
+    lines, reader = read_output(process)
+    try:
+        assert wait_healthy(process, url)["index"]["index"] == "cli"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any("GLEAM is serving at" in line for line in lines):
+            time.sleep(0.2)
+        query = open_corpus(small_index["corpus"]).read("queries", ["image", "modality"]).to_pylist()[0]
         files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
         answer = requests.post(
             f"{url}/v1/localize", files=files, data={"modality": query["modality"]}, timeout=60
         )
         assert answer.status_code == 200 and len(answer.json()["candidates"]) == 5
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)  # Ctrl-C reaches the command; it shuts Serve down itself
-        output, _ = process.communicate(timeout=120)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # whatever of its local Ray is left
+        interrupt(process, reader)
+    output = "".join(lines)
     assert process.returncode == 0, output
     assert f"GLEAM is serving at http://127.0.0.1:{port}/" in output and "stopping" in output
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/healthz", timeout=5)
+
+
+def test_serve_run_with_the_shipped_config_file(small_index: dict[str, str]) -> None:
+    """`serve run serve/config.yaml`: Ray's own CLI, the file as shipped, arguments from the environment."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8000)) == 0:
+            pytest.skip("port 8000 (the config file's) is in use on this machine")
+    env = {
+        "GLEAM_ENCODER": small_index["encoder"],
+        "GLEAM_INDEX": small_index["index"],
+        "GLEAM_STORE": small_index["store"],
+    }
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "serve"), "run", "serve/config.yaml"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        # no RAY_ADDRESS at all: `serve run` reads it as its --address, and "" is not an address
+        env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env},
+    )
+    lines, reader = read_output(process)
+    try:
+        health = wait_healthy(process, "http://127.0.0.1:8000")
+        assert health["index"]["index"] == "cli" and health["encoder"]["uri"] == small_index["encoder"]
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{''.join(lines[-40:])}") from None
+    finally:
+        interrupt(process, reader)
