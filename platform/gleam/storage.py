@@ -10,6 +10,7 @@ result made of many files is published by writing a marker or pointer file last.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -153,8 +154,8 @@ def is_file(uri: str) -> bool:
 
 def read_bytes(uri: str, attempts: int = 5) -> bytes:
     """The whole object. An S3 object replaced while being read (s3fs pins the ETag it saw first, so
-    the read fails with 412) is read again: small pointer files such as CURRENT and LEASE are rewritten
-    in place while others poll them."""
+    the read fails with 412 or FileExpired) is read again: small pointer files such as CURRENT and
+    LEASE are rewritten in place while others poll them."""
     fs, path = resolve(uri)
     for attempt in range(attempts):
         try:
@@ -163,7 +164,11 @@ def read_bytes(uri: str, attempts: int = 5) -> bytes:
         except FileNotFoundError as exc:
             raise NotFoundError(f"not found: {uri}") from exc
         except OSError as exc:
-            changed = "PreconditionFailed" in str(exc) or "412" in str(exc)
+            # replaced mid-read: S3 answers 412, and s3fs raises FileExpired (EBUSY) on an ETag change
+            text = str(exc)
+            changed = exc.errno == errno.EBUSY or any(
+                sign in text for sign in ("PreconditionFailed", "412", "no longer exists")
+            )
             if not changed or attempt == attempts - 1:
                 raise StorageError(f"cannot read {uri}: {exc}") from exc
             time.sleep(0.02 * (attempt + 1))
