@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 from report import append_section, markdown_table
+from worlds import prepare_world
 
 REPO = Path(__file__).resolve().parents[1]
 AUTOFAISS_PYTHON = REPO / ".venv-autofaiss" / "bin" / "python"
@@ -544,8 +545,7 @@ def embed_throughput(args: argparse.Namespace, workdir: Path) -> tuple[str, list
     import torch
 
     from gleam.cluster import init_ray
-    from gleam.config import PrepareConfig, WorldConfig, load_config
-    from gleam.corpus.prepare import prepare
+    from gleam.config import WorldConfig
     from gleam.corpus.reader import open_corpus
     from gleam.corpus.world import generate_world
     from gleam.index.config import EmbedConfig
@@ -563,20 +563,10 @@ def embed_throughput(args: argparse.Namespace, workdir: Path) -> tuple[str, list
             tile_size=size, query_size=32, seed=4,
         )
     )  # fmt: skip
-    sizes = {m: [size, size] for m in ("satellite", "drone", "streetmap", "ground")} | {
-        "panorama": [2 * size, size]
-    }
-    overrides = [
-        "name=bench",
-        f"output={workdir / 'prepared'}",
-        "sources.0.kind=world",
-        f"sources.0.uri={raw}",
-        "tracking.enabled=false",
-        f"rows_per_shard={max(1, tiles // args.embed_shards)}",
-        *(f"sizes.{m}={json.dumps(s)}" for m, s in sizes.items()),
-    ]
     init_ray(num_cpus=RAY_CPUS)
-    corpus_uri = prepare(load_config(PrepareConfig, None, overrides)).corpus_uri
+    corpus_uri = prepare_world(
+        raw, workdir / "prepared", size, f"rows_per_shard={max(1, tiles // args.embed_shards)}"
+    )
     corpus = open_corpus(corpus_uri)
     corpus_seconds = time.perf_counter() - started
     shards = len(corpus.files("tiles"))

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from report import append_section, markdown_table
+from worlds import prepare_world
 
 INDEX = "serve-bench"
 EXPERIMENT = "serve-load"
@@ -129,8 +130,7 @@ def build_world(args: argparse.Namespace, workdir: Path) -> World:
     """World -> prepared corpus -> random-init encoder -> published index, with library calls only."""
     import torch
 
-    from gleam.config import PrepareConfig, WorldConfig, load_config
-    from gleam.corpus.prepare import prepare
+    from gleam.config import WorldConfig, load_config
     from gleam.corpus.reader import open_corpus
     from gleam.corpus.world import generate_world
     from gleam.index.config import IndexBuildConfig
@@ -148,21 +148,14 @@ def build_world(args: argparse.Namespace, workdir: Path) -> World:
             query_size=size, seed=11,
         )
     )  # fmt: skip
-    sizes = {m: [size, size] for m in ("satellite", "drone", "streetmap", "ground")} | {
-        "panorama": [2 * size, size]
-    }
-    overrides = [
-        "name=bench",
-        f"output={workdir / 'prepared'}",
-        "sources.0.kind=world",
-        f"sources.0.uri={raw}",
+    corpus = prepare_world(
+        raw,
+        workdir / "prepared",
+        size,
         "batch_size=32",
-        "tracking.enabled=false",
         "split.val_fraction=0.15",
         "split.test_fraction=0.15",
-        *(f"sizes.{m}={json.dumps(s)}" for m, s in sizes.items()),
-    ]
-    corpus = prepare(load_config(PrepareConfig, None, overrides)).corpus_uri
+    )
     print(f"corpus ready: {corpus} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     torch.manual_seed(0)
