@@ -108,5 +108,8 @@ class QueryEncoder:
         return {"similarity": float(result.similarity), "heatmap_png": png}
 
     def check_health(self) -> None:
-        if self.encoder is None:
-            raise RuntimeError("encoder not loaded")
+        """A faulted GPU raises here, so Serve replaces the replica instead of routing requests to it."""
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)

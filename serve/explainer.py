@@ -57,5 +57,8 @@ class Explainer:
         return self.gleam_x.explain(query_images, satellite, modality, language, facts).to_json()
 
     def check_health(self) -> None:
-        if self.gleam_x is None:
-            raise RuntimeError("explainer not initialised")
+        """A faulted GPU raises here, so Serve replaces the replica instead of routing requests to it."""
+        if self.mllm is not None and self.mllm.model.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.mllm.model.device)
