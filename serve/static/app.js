@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { files: [], objectUrls: [] };
+const state = { files: [], objectUrls: [], tiles: new Map() };
 
 function authHeaders() {
   const token = $("token").value.trim() || localStorage.getItem("gleam-token") || "";
@@ -45,11 +45,23 @@ function queryForm(extra) {
   return form;
 }
 
+// One fetch per tile and result: the card and the map marker share the object URL.
+function tileUrl(tileId) {
+  if (!state.tiles.has(tileId)) {
+    state.tiles.set(tileId, (async () => {
+      const response = await fetch(`/v1/tiles/${encodeURIComponent(tileId)}`, { headers: authHeaders() });
+      if (!response.ok) return { status: response.status };
+      const url = URL.createObjectURL(await response.blob());
+      state.objectUrls.push(url);
+      return { url };
+    })());
+  }
+  return state.tiles.get(tileId);
+}
+
 async function tileImage(tileId, img) {
-  const response = await fetch(`/v1/tiles/${encodeURIComponent(tileId)}`, { headers: authHeaders() });
-  if (!response.ok) { img.alt = `tile unavailable (${response.status})`; return; }
-  const url = URL.createObjectURL(await response.blob());
-  state.objectUrls.push(url);
+  const { url, status } = await tileUrl(tileId);
+  if (!url) { img.alt = `tile unavailable (${status})`; return; }
   img.src = url;
 }
 
@@ -61,15 +73,88 @@ function candidateItem(candidate, rank) {
   const img = document.createElement("img");
   img.alt = `satellite tile ${candidate.tile_id}`;
   tileImage(candidate.tile_id, img);
-  const where = candidate.lat === null ? "no coordinates" : `${fmt(candidate.lat, 5)}, ${fmt(candidate.lon, 5)}`;
+  const where = !hasPlace(candidate) ? "no coordinates" : `${fmt(candidate.lat, 5)}, ${fmt(candidate.lon, 5)}`;
   const meta = document.createElement("div");
   meta.className = "meta";
   meta.innerHTML = `<b>#${rank}</b> score <b data-testid="score">${fmt(candidate.score)}</b><br>` +
     `<span data-testid="coords">${where}</span><br><span class="tile-id"></span>`;
   meta.querySelector(".tile-id").textContent = candidate.tile_id;
   li.append(img, meta);
-  li.addEventListener("click", () => explain(candidate.tile_id, li));
+  li.addEventListener("click", () => explain(candidate.tile_id));
   return li;
+}
+
+// The map: each candidate drawn at its lat/lon as a thumbnail of its own tile image (the index's
+// imagery), on no base map, with Leaflet served from /static/vendor: nothing comes from the internet.
+// Thumbnails (a marker icon of fixed size) rather than image overlays scaled to the ground: the API does
+// not say how much ground a tile covers, and a thumbnail stays legible, clickable and focusable at the
+// zoom that fits candidates hundreds of metres apart.
+const map = { view: null, layer: null, markers: new Map() };
+// Where tiles overlap, the better candidate lies on top; the selected one and the hovered one above all.
+const Z_STEP = 1000, Z_ACTIVE = 200 * Z_STEP, Z_HOVER = 300 * Z_STEP;
+
+function hasPlace(candidate) {
+  return Number.isFinite(candidate.lat) && Number.isFinite(candidate.lon);
+}
+
+function markerFor(candidate, rank) {
+  const label = `#${rank} tile ${candidate.tile_id}, score ${fmt(candidate.score)}`;
+  const img = document.createElement("img");
+  img.alt = `satellite tile ${candidate.tile_id}, rank ${rank}, score ${fmt(candidate.score)}`;
+  tileImage(candidate.tile_id, img);
+  const size = rank === 1 ? 56 : 44;
+  const icon = L.divIcon({ className: rank === 1 ? "tile-marker top" : "tile-marker", html: img, iconSize: [size, size] });
+  const z = (101 - rank) * Z_STEP;
+  const marker = L.marker([candidate.lat, candidate.lon], { icon, title: label, keyboard: true, riseOnHover: true, riseOffset: Z_HOVER, zIndexOffset: z });
+  marker.on("click", () => explain(candidate.tile_id));
+  marker.on("keypress", (e) => { if (e.originalEvent.key === "Enter") explain(candidate.tile_id); });
+  // the rank on the tile's corner, in the tooltip pane: readable even where tiles overlap, and not in
+  // the way of a click (Leaflet's tooltips take no pointer events)
+  marker.bindTooltip(String(rank), {
+    permanent: true, direction: "center", offset: [-size / 2, -size / 2], className: rank === 1 ? "rank top" : "rank",
+  });
+  marker.addTo(map.layer);
+  const el = marker.getElement();
+  el.setAttribute("data-testid", "map-marker");
+  el.setAttribute("aria-label", label);
+  Object.assign(el.dataset, { tileId: candidate.tile_id, rank: String(rank), lat: String(candidate.lat), lon: String(candidate.lon) });
+  map.markers.set(candidate.tile_id, { marker, z });
+}
+
+function showOnMap(candidates) {
+  const placed = candidates.map((c, i) => [c, i + 1]).filter(([c]) => hasPlace(c));
+  const missing = candidates.length - placed.length;
+  $("map-note").textContent = missing
+    ? `${missing} of ${candidates.length} candidates ${missing > 1 ? "have" : "has"} no coordinates and ${missing > 1 ? "are" : "is"} not on the map (see the cards).`
+    : "";
+  $("map-note").hidden = !missing;
+  const usable = placed.length > 0 && typeof L !== "undefined";
+  $("map").hidden = !usable;
+  $("map-caption").hidden = !usable;
+  map.markers.clear();
+  if (map.layer) map.layer.clearLayers();
+  if (!usable) return;
+  if (!map.view) {
+    // Web Mercator with no tile layer: metres stay metres at any latitude, zoom goes down to a few metres.
+    map.view = L.map("map", { maxZoom: 22, zoomSnap: 0.25, zoomDelta: 0.5 });
+    L.control.scale({ imperial: false }).addTo(map.view);
+    map.layer = L.layerGroup().addTo(map.view);
+  }
+  map.view.invalidateSize();
+  // the view first: a layer only reaches the page (and has an element) once the map has one
+  map.view.fitBounds(L.latLngBounds(placed.map(([c]) => [c.lat, c.lon])), { padding: [48, 48], maxZoom: 19, animate: false });
+  placed.forEach(([c, rank]) => markerFor(c, rank));
+}
+
+// The selected candidate: its card and its marker, whichever was clicked.
+function highlight(tileId) {
+  document.querySelectorAll("#candidates li").forEach((li) => li.classList.toggle("active", li.dataset.tileId === tileId));
+  map.markers.forEach(({ marker, z }, id) => {
+    const on = id === tileId;
+    const el = marker.getElement();
+    if (el) { el.classList.toggle("active", on); el.setAttribute("aria-pressed", String(on)); }
+    marker.setZIndexOffset(on ? Z_ACTIVE : z);
+  });
 }
 
 async function localize(event) {
@@ -85,8 +170,10 @@ async function localize(event) {
     if (!response.ok) { showError(await apiError(response)); $("results").hidden = true; return; }
     const body = await response.json();
     $("labels").textContent = `index ${body.index.name}/${body.index.version} · encoder ${body.encoder.fingerprint.slice(0, 12)} · ${body.took_ms} ms`;
+    state.tiles = new Map();
     $("candidates").replaceChildren(...body.candidates.map((c, i) => candidateItem(c, i + 1)));
     $("results").hidden = false;
+    showOnMap(body.candidates);
   } catch (error) {
     showError(`network error: ${error}`);
   } finally {
@@ -94,9 +181,9 @@ async function localize(event) {
   }
 }
 
-async function explain(tileId, item) {
+async function explain(tileId) {
   showError("");
-  document.querySelectorAll("#candidates li").forEach((li) => li.classList.toggle("active", li === item));
+  highlight(tileId);
   $("explained-tile").textContent = `tile ${tileId} (thinking...)`;
   $("explanation").hidden = false;
   const response = await fetch("/v1/explain", { method: "POST", headers: authHeaders(), body: queryForm({ tile_id: tileId }) });

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -386,6 +387,12 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
         )
         try:
             page = browser.new_page()
+            # every request is recorded; one that would leave the app's host is refused and reported
+            host = urlsplit(app_url).netloc
+            requested: list[str] = []
+            page.route("**/*", lambda route: _same_host_only(route, host, requested))
+            responses: list[Any] = []
+            page.on("response", lambda response: responses.append(response))
             page.goto(f"{app_url}/")
             page.get_by_test_id("served").filter(has_text="index").wait_for()
             page.get_by_test_id("images").set_input_files(photos)
@@ -402,8 +409,15 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             first_score = float(candidates.nth(0).get_by_test_id("score").inner_text())
             assert -1.0 <= first_score <= 1.0
             assert "," in candidates.nth(0).get_by_test_id("coords").inner_text()
+            _map_places_the_candidates(page, candidates)
+            page.screenshot(path=str(tmp_path / "map.png"), full_page=True)
             candidates.nth(1).click()
+            second = candidates.nth(1).get_attribute("data-tile-id")
+            page.get_by_test_id("explained-tile").filter(has_text=f"tile {second} ·").wait_for()
             page.get_by_test_id("source").filter(has_text="evidence").wait_for()
+            # a card selected in the list is the marker selected on the map
+            selected = page.locator("[data-testid=map-marker].active")
+            assert selected.count() == 1 and selected.get_attribute("data-tile-id") == second
             assert page.get_by_test_id("verdict").inner_text()
             assert "similarity" in page.get_by_test_id("reasoning").inner_text().lower()
             heatmap = page.get_by_test_id("heatmap").get_attribute("src") or ""
@@ -415,6 +429,80 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             assert "not an image" in error.inner_text()
         finally:
             browser.close()
+    off_host = [url for url in requested if urlsplit(url).netloc != host]
+    assert not off_host, f"the page asked for something other than the app: {off_host}"
+    statuses = {urlsplit(response.url).path: response.status for response in responses}
+    for vendored in ("leaflet.js", "leaflet.css"):
+        assert statuses.get(f"/static/vendor/leaflet/{vendored}") == 200, statuses
+
+
+def _same_host_only(route: Any, host: str, requested: list[str]) -> None:
+    url = route.request.url
+    if urlsplit(url).scheme in ("data", "blob"):
+        route.continue_()
+        return
+    requested.append(url)
+    if urlsplit(url).netloc == host:
+        route.continue_()
+    else:
+        route.abort()
+
+
+def _map_places_the_candidates(page: Any, candidates: Any) -> None:
+    """The map panel: a marker per candidate with coordinates at those coordinates, the top one outlined,
+    and a click on another marker selects that candidate's card just as a click on the card does."""
+    assert page.get_by_test_id("map").is_visible()
+    cards = [
+        {
+            "tile_id": candidates.nth(n).get_attribute("data-tile-id"),
+            "coords": candidates.nth(n).get_by_test_id("coords").inner_text(),
+        }
+        for n in range(candidates.count())
+    ]
+    placed = [card for card in cards if "," in card["coords"]]
+    assert placed, "the test world's tiles all have coordinates"
+    markers = page.get_by_test_id("map-marker")
+    assert markers.count() == len(placed)
+    assert page.get_by_test_id("map-note").is_hidden()
+    by_tile = {markers.nth(n).get_attribute("data-tile-id"): markers.nth(n) for n in range(markers.count())}
+    assert set(by_tile) == {card["tile_id"] for card in placed}
+    page.get_by_test_id("map").scroll_into_view_if_needed()
+    frame = page.get_by_test_id("map").bounding_box()
+    for rank, card in enumerate(cards, start=1):
+        if card not in placed:
+            continue
+        marker = by_tile[card["tile_id"]]
+        lat, lon = (float(part) for part in card["coords"].split(","))
+        assert float(marker.get_attribute("data-lat") or "nan") == pytest.approx(lat, abs=1e-5)
+        assert float(marker.get_attribute("data-lon") or "nan") == pytest.approx(lon, abs=1e-5)
+        assert marker.get_attribute("data-rank") == str(rank)
+        title = marker.get_attribute("title") or ""
+        assert card["tile_id"] in title and f"#{rank}" in title and "score" in title
+        assert card["tile_id"] in (marker.locator("img").get_attribute("alt") or "")
+        assert ("top" in (marker.get_attribute("class") or "").split()) == (rank == 1)
+        box = marker.bounding_box()  # the map fits its bounds to the candidates
+        assert frame and box, "the map or a marker is not laid out"
+        assert frame["x"] <= box["x"] + box["width"] / 2 <= frame["x"] + frame["width"]
+        assert frame["y"] <= box["y"] + box["height"] / 2 <= frame["y"] + frame["height"]
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=map-marker] img')]"
+        ".every(i => i.complete && i.naturalWidth)"
+    )
+    # a real click on a marker other than the top one, the lowest ranked whose centre no other tile covers
+    other = page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid=map-marker]')].filter((el) => {
+            const r = el.getBoundingClientRect();
+            const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+            return el.dataset.rank !== '1' && hit && hit.closest('[data-testid=map-marker]') === el;
+        }).map((el) => el.dataset.tileId).pop()"""
+    )
+    assert other, "every marker but the top one lies under another"
+    by_tile[other].click()
+    page.get_by_test_id("explained-tile").filter(has_text=f"tile {other} ·").wait_for()
+    active = page.locator("[data-testid=candidate].active")
+    assert active.count() == 1 and active.get_attribute("data-tile-id") == other
+    assert "active" in (by_tile[other].get_attribute("class") or "").split()
+    page.get_by_test_id("source").filter(has_text="evidence").wait_for()
 
 
 def test_bearer_token_when_configured(app_url, world, queries) -> None:
