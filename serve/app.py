@@ -1,9 +1,9 @@
 """The GLEAM application builder: `serve run serve/config.yaml`, or `serve run serve.app:app key=value`.
 
-Arguments may use `${VAR:-default}` (e.g. `store: ${GLEAM_STORE:-.gleam/store}`) so one config file
-serves every environment. The encoder is pinned before any replica starts: `models:/gleam-c@champion`
-becomes `models:/gleam-c/<N>`, so replicas started by the autoscaler an hour later load the same weights
-the index was checked against, even if the alias has moved since.
+Arguments may use `${VAR:-default}`, nested (e.g. `store: ${GLEAM_STORE:-${GLEAM_HOME:-.gleam}/store}`),
+so one config file serves every environment. The encoder is pinned before any replica starts:
+`models:/gleam-c@champion` becomes `models:/gleam-c/<N>`, so replicas started by the autoscaler an hour
+later load the same weights the index was checked against, even if the alias has moved since.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from ray.serve import Application
 
+from gleam import runtime_env
 from gleam.config import expand_env, parse_config
 from gleam.model import weights
 from serve.encoder import QueryEncoder
@@ -22,10 +23,15 @@ from serve.settings import ServeArgs
 
 
 def build(args: ServeArgs) -> Application:
+    # resolved here, once, and handed to every replica: a replica (started by the autoscaler, maybe on
+    # another node) must find the same store, registry and caches (gleam.runtime_env)
+    locations = runtime_env.pin()
     pinned, fingerprint = weights.pin(args.encoder)
-    encoder = QueryEncoder.bind(pinned, fingerprint, args.batching.model_dump())
-    index = SatelliteIndex.bind(args.store, args.index, fingerprint, args.index_version, args.poll_seconds)
-    explainer = Explainer.bind(args.explainer.model_dump())
+    encoder = QueryEncoder.bind(pinned, fingerprint, args.batching.model_dump(), locations)
+    index = SatelliteIndex.bind(
+        args.store, args.index, fingerprint, args.index_version, args.poll_seconds, locations
+    )
+    explainer = Explainer.bind(args.explainer.model_dump(), locations)
     return Ingress.bind(encoder, index, explainer, args.model_dump())
 
 

@@ -36,11 +36,20 @@ def fuse(vectors: np.ndarray) -> np.ndarray:
     health_check_timeout_s=30,
 )
 class QueryEncoder:
-    def __init__(self, encoder_uri: str, fingerprint: str, batching: BatchSettings | dict[str, Any]) -> None:
+    def __init__(
+        self,
+        encoder_uri: str,
+        fingerprint: str,
+        batching: BatchSettings | dict[str, Any],
+        locations: dict[str, str] | None = None,
+    ) -> None:
         import ray
         import torch
 
+        from gleam import runtime_env
         from gleam.model import weights
+
+        runtime_env.apply(locations)  # the builder's registry, whatever this replica's folder
 
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
         torch.set_num_threads(max(1, round(cpus)))

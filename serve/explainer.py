@@ -1,7 +1,8 @@
 """Explainer (GLEAM-X): a multimodal LLM's answer to "same place, and why?", or the evidence alone.
 
 Without a configured MLLM the deployment still answers, from GLEAM-C's evidence (similarity against the
-calibrated threshold, rank, margin, heatmap), and says so in `reasoning_source`; with one, an answer the
+calibrated threshold, rank, margin, heatmap; no verdict when the index's quality says its encoder
+cannot tell places apart), and says so in `reasoning_source`; with one, an answer the
 model gives in a shape that cannot be parsed is returned flagged, never replaced by an invented one.
 """
 
@@ -23,9 +24,14 @@ from serve.settings import ExplainerSettings
     health_check_timeout_s=60,
 )
 class Explainer:
-    def __init__(self, settings: ExplainerSettings | dict[str, Any]) -> None:
+    def __init__(
+        self, settings: ExplainerSettings | dict[str, Any], locations: dict[str, str] | None = None
+    ) -> None:
+        from gleam import runtime_env
         from gleam.explain.explainer import Explainer as GleamX
         from gleam.explain.mllm import MultimodalLLM
+
+        runtime_env.apply(locations)  # the builder's registry and model cache, whatever this replica's folder
 
         settings = ExplainerSettings.model_validate(settings)
         self.mllm = MultimodalLLM.load(settings.mllm) if settings.mllm is not None else None
@@ -53,6 +59,7 @@ class Explainer:
             margin=evidence.get("margin"),
             heatmap_png=evidence.get("heatmap_png"),
             calibration=evidence.get("calibration"),
+            quality=evidence.get("quality"),
         )
         return self.gleam_x.explain(query_images, satellite, modality, language, facts).to_json()
 

@@ -5,6 +5,9 @@ the old one keeps answering; the swap is one attribute assignment, and a request
 the version it started with, so none fails or mixes versions. A version built with another encoder is
 refused and the replica keeps serving the one it has (and says so in `status`). CURRENT is polled every
 `poll_seconds`; `reconfigure` (Serve `user_config`) can pin a version or change the period at run time.
+Every answer carries the version's `quality` (`gleam.index.calibrate.index_quality`: collapsed tile
+embeddings or a calibration at chance, from meta.json; unknown for indexes built before they were
+recorded), so a client can see that an index's scores cannot tell places apart.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class _Loaded:
     opened: Any  # gleam.index.catalog.OpenedIndex
     tiles: Any  # gleam.index.tiles.TileImages
     loaded_at: float
+    quality: dict[str, Any]  # gleam.index.calibrate.index_quality over all modalities
 
 
 def _coordinate(value: float) -> float | None:
@@ -49,7 +53,11 @@ class SatelliteIndex:
         fingerprint: str,
         version: str | None = None,
         poll_seconds: float = 10.0,
+        locations: dict[str, str] | None = None,
     ) -> None:
+        from gleam import runtime_env
+
+        runtime_env.apply(locations)  # the builder's store and cache folder, whatever this replica's folder
         self.store, self.name, self.fingerprint = store, name, fingerprint
         self.pinned = version
         self.poll_seconds = poll_seconds
@@ -66,11 +74,15 @@ class SatelliteIndex:
     # --- loading and swapping ----------------------------------------------------------------------------
 
     def _open(self, version: str | None) -> _Loaded:
+        from gleam.index.calibrate import index_quality
         from gleam.index.catalog import open_index
         from gleam.index.tiles import TileImages
 
         opened = open_index(self.store, self.name, version, expect_fingerprint=self.fingerprint)
-        return _Loaded(opened, TileImages(opened.meta["corpus"]), time.time())
+        quality = index_quality(opened.meta.get("spread"), opened.meta.get("calibration"))
+        if quality["warning"]:
+            log.warning("index %s %s: %s", self.name, opened.version, quality["warning"])
+        return _Loaded(opened, TileImages(opened.meta["corpus"]), time.time(), quality)
 
     def _wanted(self) -> str | None:
         if self.pinned:
@@ -163,6 +175,7 @@ class SatelliteIndex:
             "vectors": len(active.opened),
             "index_key": active.opened.meta.get("index_key"),
             "calibration": active.opened.meta.get("calibration"),
+            "spread": active.opened.meta.get("spread"),
             "pinned": self.pinned,
             "loading": loading,
             "refused": dict(self.refused),
@@ -183,6 +196,7 @@ class SatelliteIndex:
             "index": active.opened.name,
             "version": active.opened.version,
             "encoder_fingerprint": active.opened.encoder_fingerprint,
+            "quality": active.quality,
         }
 
     @staticmethod

@@ -24,7 +24,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gleam.index.calibrate import threshold_for
+from gleam.index.calibrate import index_quality, threshold_for
 from serve.requests import APIError, explain_query, localize_query, prepare_images
 from serve.settings import API_TOKEN_ENV, MAX_K, ServeArgs
 
@@ -207,6 +207,8 @@ class Ingress:
         calibration = status.get("calibration")
         evidence["threshold"] = threshold_for(calibration, modality)
         evidence["calibration"] = calibration
+        # collapsed tile embeddings or a calibration at chance: the evidence answer gives no verdict
+        evidence["quality"] = index_quality(status.get("spread"), calibration, modality)
         evidence["rank"] = evidence["margin"] = None
         if tile_id is not None:
             ranked = await self.index.rank_of.remote(vector, tile_id)
@@ -218,8 +220,15 @@ class Ingress:
         return answer
 
     def _labels(self, found: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+        quality = found.get("quality") or {}
         return {
-            "index": {"name": found["index"], "version": found["version"]},
+            # warning: set when the index's encoder cannot tell places apart (collapsed, at chance)
+            "index": {
+                "name": found["index"],
+                "version": found["version"],
+                "quality": quality,
+                "warning": quality.get("warning"),
+            },
             "encoder": {
                 "fingerprint": encoder["fingerprint"],
                 "uri": encoder["uri"],

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from gleam import driver_logs, runtime_env, storage
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 APP_NAME = "gleam"
 
@@ -62,11 +64,22 @@ def start(config: dict[str, Any], timeout_s: float = 300.0) -> str:
     from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
+    from gleam.config import expand_env
+
+    config = copy.deepcopy(config)
+    for application in config["applications"]:  # the driver's locations, for the builder and every replica
+        env = application.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env.update(runtime_env.resolved())
+        args = expand_env(application.get("args") or {})
+        if args.get("store"):
+            args["store"] = storage.normalize(args["store"])
+        application["args"] = args
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(
         http_options=schema.http_options.model_dump(),
         proxy_location=schema.proxy_location,
     )
+    driver_logs.reroute()  # Serve gives its driver logger a console handler: quiet consoles keep quiet
     client.deploy_apps(schema, _blocking=False)
     name = schema.applications[0].name
     wait_running(name, timeout_s)

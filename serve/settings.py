@@ -53,6 +53,11 @@ class ServeArgs(StrictModel):
     limits: UploadLimits = Field(default_factory=UploadLimits)
     explainer: ExplainerSettings = Field(default_factory=ExplainerSettings)
 
+    @field_validator("store")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        return storage.normalize(value)  # resolved where the args are parsed, not in a replica's folder
+
     @field_validator("index")
     @classmethod
     def _plain_name(cls, value: str) -> str:

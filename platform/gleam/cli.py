@@ -81,10 +81,20 @@ def run_guarded(action: Callable[[], T]) -> T:
 
 
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+def _setup(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show Ray's and the libraries' log lines on the console")
+    ] = False,
+) -> None:
+    from gleam import runtime_env
+    from gleam.cluster import quiet_console
+
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s"
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s" if verbose else "%(levelname)s: %(message)s",
     )
+    quiet_console(not verbose)
+    runtime_env.pin()  # relative defaults mean this folder, for every worker the job starts
 
 
 @app.command()

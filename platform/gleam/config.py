@@ -21,7 +21,10 @@ from gleam import storage
 from gleam.corpus.schema import Modality
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# a default holds no `$` or `}`: the innermost reference matches first, so defaults nest
+# (`${GLEAM_STORE:-${GLEAM_HOME:-.gleam}/store}`, the store the code assumes when GLEAM_STORE is unset)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
+_MAX_NESTING = 8
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
@@ -273,9 +276,14 @@ class EvaluateConfig(StrictModel):
 
 
 def expand_env(value: Any) -> Any:
-    """Expand `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document."""
+    """Expand `${VAR}` and `${VAR:-default}` (defaults may nest) in every string of a parsed YAML document."""
     if isinstance(value, str):
-        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+        for _ in range(_MAX_NESTING):
+            expanded = _ENV_REF.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+            if expanded == value:
+                break
+            value = expanded
+        return value
     if isinstance(value, list):
         return [expand_env(v) for v in value]
     if isinstance(value, dict):

@@ -323,7 +323,9 @@ def upload_tree(local_dir: str | os.PathLike[str], uri: str, threads: int = 16) 
 
 def gleam_home() -> Path:
     """Where the embedded defaults live (`.gleam/` in the working directory unless GLEAM_HOME says)."""
-    return Path(os.environ.get("GLEAM_HOME", ".gleam")).expanduser().resolve()
+    from gleam import runtime_env
+
+    return runtime_env.home()
 
 
 def default_store() -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gleam import storage
+from gleam import runtime_env
 from gleam.config import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ _MAX_PARAM_CHARS = 6000
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{storage.gleam_home() / 'mlflow.db'}"
+    """`MLFLOW_TRACKING_URI` or the sqlite default, absolute (see gleam.runtime_env)."""
+    return runtime_env.tracking_uri()
 
 
 def default_artifact_root() -> str | None:

@@ -170,6 +170,10 @@ async function localize(event) {
     if (!response.ok) { showError(await apiError(response)); $("results").hidden = true; return; }
     const body = await response.json();
     $("labels").textContent = `index ${body.index.name}/${body.index.version} · encoder ${body.encoder.fingerprint.slice(0, 12)} · ${body.took_ms} ms`;
+    // the index's own word on its scores (collapsed embeddings, calibration at chance): read before the ranks
+    const warning = body.index.warning;
+    $("index-warning").textContent = warning ? `Read these scores with care: ${warning}.` : "";
+    $("index-warning").hidden = !warning;
     state.tiles = new Map();
     $("candidates").replaceChildren(...body.candidates.map((c, i) => candidateItem(c, i + 1)));
     $("results").hidden = false;

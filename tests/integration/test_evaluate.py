@@ -98,12 +98,16 @@ def test_metrics_per_modality_are_logged_with_a_grid(
         assert metrics["queries"] == result.query_counts[modality] > 0
         assert metrics["queries_without_match"] == 0  # every test query's tile is in the test gallery
     assert result.chance_r1 == pytest.approx(100.0 / test_tiles)
+    assert result.spread is not None and result.spread.vectors == test_tiles
+    assert not result.spread.collapsed and result.spread.mean_cosine < 0.999
 
     run = mlflow_client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["drone.R_at_1"] == pytest.approx(result.metrics["drone"]["R@1"])
     assert run.data.metrics["ground.AP"] == pytest.approx(result.metrics["ground"]["AP"])
     assert run.data.metrics["gallery_size"] == test_tiles
+    assert run.data.metrics["spread.mean_cosine"] == pytest.approx(result.spread.mean_cosine)
+    assert run.data.metrics["spread.effective_rank"] == pytest.approx(result.spread.effective_rank)
     assert run.data.params["split"] == "test"
     grids = {a.path for a in mlflow_client.list_artifacts(result.run_id, "retrieval_grid")}
     assert grids == {f"retrieval_grid/{m}.png" for m in QUERY_MODALITIES}
@@ -180,6 +184,7 @@ def test_cli_prints_metrics_next_to_chance(world_corpus: str, encoder_uri: str, 
     )
     assert result.exit_code == 0, result.output
     assert "chance R@1" in result.output and "drone" in result.output and "tracking disabled" in result.output
+    assert "tile embeddings: mean cosine" in result.output and "(ok)" in result.output
     empty = CliRunner().invoke(app, ["evaluate", *args, "--set", "split=val"])
     assert empty.exit_code == 3 and "val" in empty.output
 

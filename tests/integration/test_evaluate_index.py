@@ -106,6 +106,7 @@ def test_flat_index_has_no_gap_and_equals_the_full_ranking(
     assert result.gallery_size == all_tiles > 10  # every split: the index's gallery, not the split's
     assert result.index.depth == all_tiles  # the whole gallery fits in the list
     queries, gallery_ids, gallery = _independent(corpus, encoders[0], store, "flat")
+    assert result.spread is not None and result.spread.vectors == all_tiles  # of the index's own vectors
     for modality in MODALITIES:
         assert all(v == 0.0 for v in result.index.gap[modality].values()), result.index.gap[modality]
         assert result.metrics[modality] == result.index.exact[modality]
@@ -120,6 +121,7 @@ def test_flat_index_has_no_gap_and_equals_the_full_ranking(
     assert metrics["index.drone.R_at_1"] == pytest.approx(result.metrics["drone"]["R@1"])
     assert metrics["exact.ground.AP"] == pytest.approx(result.index.exact["ground"]["AP"])
     assert metrics["gap.panorama.R_at_1pct"] == 0.0 and metrics["gallery_size"] == all_tiles
+    assert metrics["spread.mean_cosine"] == pytest.approx(result.spread.mean_cosine)
     assert params["index.name"] == "flat" and params["index.key"] == "Flat"
     assert params["index.version"] == result.index.version == run.data.tags["gleam.index.version"]
     grids = {a.path for a in mlflow_client.list_artifacts(result.run_id, "retrieval_grid")}
@@ -205,7 +207,7 @@ def test_cli_index_option_prints_index_exact_and_gap(
     common += ["--set", "modalities=[drone]", "--set", "tracking.enabled=false", "--set", "grid_queries=0"]
     result = CliRunner().invoke(app, ["evaluate", *common, "--index", "flat"])
     assert result.exit_code == 0, result.output
-    for text in ("through index flat", "exact", "gap", "+0.00", "beyond depth", "drone"):
+    for text in ("through index flat", "exact", "gap", "+0.00", "beyond depth", "drone", "tile embeddings"):
         assert text in result.output, text
     missing = CliRunner().invoke(app, ["evaluate", *common, "--index", "nowhere"])
     assert missing.exit_code == 3 and "nowhere" in missing.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from gleam import storage
@@ -24,8 +26,9 @@ from gleam.index.embed import embed_tile_images
 from gleam.index.job import RecallTooLowError, build_index
 from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
+from gleam.index.report import build_table
 from gleam.model import weights
-from tests.support.training import tiny_encoder, world_corpus
+from tests.support.training import collapsed_encoder, tiny_encoder, world_corpus
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +42,12 @@ def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
 def encoders(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     root = tmp_path_factory.mktemp("index-encoders")
     return tiny_encoder(root / "a", 0, embed_dim=24), tiny_encoder(root / "b", 1, embed_dim=24)
+
+
+@pytest.fixture(scope="module")
+def collapsed(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every tile maps to nearly one vector (mean pairwise cosine ~0.9999, as in the reported demo)."""
+    return collapsed_encoder(tmp_path_factory.mktemp("index-collapsed") / "c", 2, embed_dim=24)
 
 
 def config(corpus: str, encoder: str, store: str, experiment: str, *extra: str) -> IndexBuildConfig:
@@ -116,6 +125,9 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     assert set(meta["seconds"]) == {"embed", "train", "add", "validate", "calibrate", "publish", "total"}
     assert meta["embedding"]["actors"] == 1 and meta["embedding"]["precision"] == "fp32"
     _check_calibration(meta["calibration"], corpus, encoders[0], tiles)
+    spread = meta["spread"]
+    assert spread["collapsed"] is False and spread["vectors"] == 24
+    assert spread["mean_cosine"] < 0.999 and spread["effective_rank"] > 2
 
     ids = pq.read_table(folder / "ids.parquet")
     assert ids["id"].to_pylist() == list(range(24))
@@ -141,6 +153,8 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     assert run.data.metrics["recall_at_k"] == 1.0 and run.data.metrics["vectors"] == 24
     assert run.data.tags["gleam.index.published"] == "true"
     assert {"seconds.embed", "seconds.train", "seconds.add", "index_bytes"} <= set(run.data.metrics)
+    assert run.data.metrics["spread.mean_cosine"] == pytest.approx(spread["mean_cosine"])
+    assert run.data.metrics["spread.collapsed"] == 0.0 and "calibration.at_chance" in run.data.metrics
 
 
 def test_an_unchanged_rebuild_publishes_nothing_and_incremental_embeds_only_the_difference(
@@ -213,8 +227,15 @@ def test_corpus_and_index_on_s3(
 
 
 def test_a_half_written_version_is_ignored_and_cleaned_by_the_next_build(
-    corpus: str, encoders: tuple[str, str], tmp_path: Path, experiment_name: str
+    corpus: str,
+    encoders: tuple[str, str],
+    collapsed: str,
+    tmp_path: Path,
+    experiment_name: str,
+    mlflow_client,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """...and that next build, with a collapsed encoder, is published, recorded and loudly warned about."""
     store = str(tmp_path / "store")
     good = build_index(config(corpus, encoders[0], store, experiment_name))
     location = IndexLocation(store, "region")
@@ -225,9 +246,24 @@ def test_a_half_written_version_is_ignored_and_cleaned_by_the_next_build(
             location.file_uri(half, name), storage.read_bytes(location.file_uri(good.version, name))
         )
     assert open_index(store, "region").version == good.version
-    rebuilt = build_index(config(corpus, encoders[1], store, experiment_name))
+    with caplog.at_level(logging.WARNING, logger="gleam"):
+        rebuilt = build_index(config(corpus, collapsed, store, experiment_name))
     assert half in rebuilt.removed_versions and half not in location.versions()
     assert location.current() == rebuilt.version
+
+    # a collapsed encoder is not refused: recorded in meta.json and MLflow, and warned about
+    meta = storage.read_json(location.file_uri(rebuilt.version, "meta.json"))
+    assert meta["spread"]["collapsed"] is True and meta["spread"]["mean_cosine"] > 0.999
+    assert isinstance(meta["calibration"]["at_chance"], bool)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("cannot tell places apart" in m and "collapsed" in m for m in warned), warned
+    run = mlflow_client.get_run(rebuilt.run_id)
+    assert run.data.metrics["spread.collapsed"] == 1.0 and run.data.metrics["spread.effective_rank"] < 2
+    assert "tile embeddings have collapsed" in run.data.tags["gleam.index.warning"]
+    console = Console(record=True, width=200)
+    console.print(build_table(rebuilt))
+    printed = console.export_text()
+    assert "WARNING" in printed and "(COLLAPSED)" in printed and "cannot tell places apart" in printed
 
 
 def _check_calibration(calibration: dict, corpus: str, encoder_uri: str, tiles: pa.Table) -> None:

@@ -87,7 +87,11 @@ def test_localize_multipart_matches_the_same_search_in_process(app_url, world, q
     assert [c["tile_id"] for c in body["candidates"]] == ids
     np.testing.assert_allclose([c["score"] for c in body["candidates"]], scores, atol=1e-4)
     index = open_index(world.store, world.index)
-    assert body["index"] == {"name": world.index, "version": index.version}
+    assert (body["index"]["name"], body["index"]["version"]) == (world.index, index.version)
+    quality = body["index"]["quality"]  # what the index recorded about its own scores
+    assert isinstance(quality["collapsed"], bool) and isinstance(quality["at_chance"], bool)
+    assert body["index"]["warning"] == quality["warning"]
+    assert (quality["warning"] is None) == quality["reliable"]
     assert body["encoder"]["fingerprint"] == index.encoder_fingerprint
     assert body["encoder"]["model_name"] == world.model_name
     for candidate in body["candidates"]:
@@ -128,8 +132,11 @@ def test_explain_by_tile_id_answers_from_evidence_in_both_languages(app_url, wor
         evidence = answer["evidence"]
         threshold = evidence["threshold"]
         assert threshold is not None and evidence["calibration"]["split"] == "val"
-        assert answer["match"] is (evidence["similarity"] >= threshold)
-        assert 0.0 <= answer["confidence"] <= 1.0
+        if evidence["quality"]["reliable"]:
+            assert answer["match"] is (evidence["similarity"] >= threshold)
+            assert 0.0 <= answer["confidence"] <= 1.0
+        else:  # a tiny encoder trained 6 steps may calibrate at chance: then no verdict (tested below)
+            assert answer["match"] is None and answer["confidence"] is None
         assert evidence["rank"] is not None and evidence["rank"] >= 1
         heatmap = Image.open(io.BytesIO(base64.b64decode(evidence["heatmap_png"])))
         assert heatmap.format == "PNG" and heatmap.size[0] > 0
@@ -366,6 +373,54 @@ def test_hot_swap_under_load_drops_no_request(app_url, world, queries, tmp_path:
     assert _current_version(app_url) == rebuilt.version
 
 
+def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
+    app_url, world, queries
+) -> None:
+    """A version whose meta.json records collapsed tiles and a calibration at chance (the reported demo):
+    /v1/localize carries the warning and the evidence answer calls nothing a match."""
+    import shutil
+
+    location = IndexLocation(world.store, world.index)
+    serving = _current_version(app_url)
+    version = location.new_version()
+    shutil.copytree(location.version_uri(serving), location.version_uri(version))
+    meta_uri = location.file_uri(version, "meta.json")
+    meta = json.loads(Path(meta_uri).read_text())
+    meta["version"] = version
+    meta["spread"] = {"mean_cosine": 0.99991, "effective_rank": 1.3, "vectors": 24, "collapsed": True}
+    calibration = meta["calibration"]
+    calibration.update(accuracy=0.5, at_chance=True)
+    for own in calibration["by_modality"].values():
+        own.update(accuracy=0.5, at_chance=True)
+    Path(meta_uri).write_text(json.dumps(meta))
+    point_current(location, version)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _current_version(app_url) != version:
+            time.sleep(0.2)
+        query = query_of(queries, "drone")
+        response = localize_files(app_url, [query["image"]], modality="drone", k="3", explain="true")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["index"]["version"] == version
+        assert body["index"]["quality"]["collapsed"] is True and body["index"]["quality"]["at_chance"] is True
+        assert "cannot tell places apart" in body["index"]["warning"]
+        explanation = body["explanation"]
+        assert explanation["match"] is None and explanation["confidence"] is None
+        assert "cannot tell places apart" in explanation["reasoning"] and "0.9999" in explanation["reasoning"]
+        assert explanation["evidence"]["quality"]["reliable"] is False
+        files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
+        data = {"modality": "drone", "tile_id": query["tile_id"], "language": "zh"}
+        zh = requests.post(f"{app_url}/v1/explain", files=files, data=data, timeout=60).json()
+        assert zh["match"] is None and "无法区分不同地点" in zh["reasoning"]
+    finally:
+        point_current(location, serving)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _current_version(app_url) != serving:
+        time.sleep(0.2)
+    assert _current_version(app_url) == serving
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -406,6 +461,14 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             images = "[...document.querySelectorAll('#candidates img')]"
             loaded = f"{images}.every(i => i.complete && i.naturalWidth)"
             page.wait_for_function(f"() => {loaded}")
+            # the index's own warning about its scores (collapsed, or a calibration at chance) is shown
+            localized = next(r for r in responses if urlsplit(r.url).path == "/v1/localize")
+            warning = localized.json()["index"].get("warning")
+            banner = page.get_by_test_id("index-warning")
+            if warning:
+                assert banner.is_visible() and warning in banner.inner_text()
+            else:
+                assert banner.is_hidden()
             first_score = float(candidates.nth(0).get_by_test_id("score").inner_text())
             assert -1.0 <= first_score <= 1.0
             assert "," in candidates.nth(0).get_by_test_id("coords").inner_text()

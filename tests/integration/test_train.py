@@ -39,6 +39,7 @@ def test_two_workers_train_checkpoint_register_and_rerun(
     run = mlflow_client.get_run(result.run_id)
     assert run.data.tags["gleam.phase"] == "phase1" and run.data.params["total_steps"] == "6"
     assert {"val.drone.R_at_1", "val.panorama.AP", "logit_scale", "lr", "grad_norm"} <= set(run.data.metrics)
+    assert {"val.spread.mean_cosine", "val.spread.effective_rank"} <= set(run.data.metrics)
     # both workers wrote their data position into the same (merged) checkpoint
     checkpoint = Path(result.checkpoint)
     assert sorted(p.name for p in (checkpoint / "data").glob("rank-*.json")) == ["rank-0.json", "rank-1.json"]

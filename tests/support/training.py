@@ -79,3 +79,25 @@ def tiny_encoder(folder: Path, seed: int = 0, embed_dim: int = 16, size: int = 6
     spec = EncoderSpec.tiny("test_convnext", size=size, embed_dim=embed_dim)
     weights.save(GleamEncoder(spec), spec, str(folder))
     return str(folder)
+
+
+def collapsed_encoder(
+    folder: Path, seed: int = 0, embed_dim: int = 16, size: int = 64, scale: float = 0.01
+) -> str:
+    """Like `tiny_encoder`, but collapsed: the backbone's head norm has its weight scaled by `scale` and a
+    constant bias, so every image maps to nearly one vector (0: exactly one). Returns the folder."""
+    import torch
+
+    from gleam.model import weights
+    from gleam.model.encoder import GleamEncoder
+    from gleam.model.spec import EncoderSpec
+
+    torch.manual_seed(seed)
+    spec = EncoderSpec.tiny("test_convnext", size=size, embed_dim=embed_dim)
+    encoder = GleamEncoder(spec)
+    norm = encoder.backbone.head.norm
+    with torch.no_grad():
+        norm.weight.mul_(scale)
+        norm.bias.copy_(torch.linspace(-1.0, 1.0, norm.bias.numel()))
+    weights.save(encoder, spec, str(folder))
+    return str(folder)

@@ -81,6 +81,19 @@ def test_env_references(monkeypatch: pytest.MonkeyPatch) -> None:
     assert expanded == {"x": ["s3://b/p", "local/p"]}
 
 
+def test_env_defaults_nest_so_the_store_follows_gleam_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configs' `${GLEAM_STORE:-${GLEAM_HOME:-.gleam}/store}` is where storage.default_store() looks."""
+    reference = "${GLEAM_STORE:-${GLEAM_HOME:-.gleam}/store}/prepared"
+    monkeypatch.delenv("GLEAM_STORE", raising=False)
+    monkeypatch.delenv("GLEAM_HOME", raising=False)
+    assert expand_env(reference) == ".gleam/store/prepared"
+    monkeypatch.setenv("GLEAM_HOME", "/data/gleam")
+    assert expand_env(reference) == "/data/gleam/store/prepared"
+    monkeypatch.setenv("GLEAM_STORE", "s3://bucket/gleam")
+    assert expand_env(reference) == "s3://bucket/gleam/prepared"
+    assert expand_env("${A_UNSET_ONE:-${B_UNSET_TWO:-${C_UNSET_THREE:-deep}}}") == "deep"
+
+
 def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(PrepareConfig, tmp_path / "absent.yaml")

@@ -233,3 +233,56 @@ def test_uncalibrated_evidence_gives_no_verdict() -> None:
     assert "尚未校准" in evidence_answer(Evidence(similarity=0.8), "zh").reasoning
     with pytest.raises(UnsupportedLanguageError):
         evidence_answer(Evidence(similarity=0.8), "de")
+
+
+# --- an index whose encoder cannot tell places apart ------------------------------------------------------
+
+COLLAPSED = {
+    "collapsed": True,
+    "at_chance": True,
+    "mean_cosine": 0.99991,
+    "effective_rank": 1.32,
+    "accuracy": 0.5,
+    "queries": 128,
+    "reliable": False,
+}
+
+
+def test_collapsed_index_gives_no_verdict_and_says_why() -> None:
+    """The reported case: every score 1.000, a threshold of 0.999, a wrong tile called "same place"."""
+    evidence = Evidence(similarity=1.0, threshold=0.999, rank=1, margin=0.0, quality=COLLAPSED)
+    answer = evidence_answer(evidence, "en")
+    assert answer.match is None and answer.confidence is None
+    assert answer.reasoning_source == "evidence" and answer.parsed
+    text = answer.reasoning
+    assert "cannot tell places apart on this index" in text
+    for figure in ("1.000", "0.9999", "1.3", "0.50", "128 validation queries", "no verdict"):
+        assert figure in text, figure
+    assert "judged" not in text and "at or above" not in text  # no verdict, no calibrated claim
+    assert answer.evidence["quality"] == COLLAPSED
+    chinese = evidence_answer(evidence, "zh")
+    assert chinese.match is None and chinese.confidence is None
+    assert "无法区分不同地点" in chinese.reasoning and "坍缩" in chinese.reasoning
+    assert "0.9999" in chinese.reasoning and "平衡准确率 0.50" in chinese.reasoning
+    assert "判断二者为同一地点" not in chinese.reasoning
+
+
+def test_calibration_at_chance_alone_gives_no_verdict() -> None:
+    quality = {**COLLAPSED, "collapsed": False, "mean_cosine": 0.97, "effective_rank": 12.2}
+    answer = evidence_answer(Evidence(similarity=0.93, threshold=0.84, rank=1, quality=quality), "en")
+    assert answer.match is None and answer.confidence is None
+    assert "no better than chance" in answer.reasoning and "collapsed" not in answer.reasoning
+    assert "a similarity cannot confirm a match" in answer.reasoning  # not "cannot tell places apart":
+    assert "cannot tell places apart" not in answer.reasoning  # the ranking itself may still beat chance
+    zh = evidence_answer(Evidence(similarity=0.93, threshold=0.84, quality=quality), "zh").reasoning
+    assert "随机" in zh and "坍缩" not in zh and "无法确认" in zh
+
+
+def test_unknown_or_healthy_quality_keeps_the_calibrated_verdict() -> None:
+    """Indexes built before spread was recorded: unknown is not collapsed."""
+    unknown = {"collapsed": None, "at_chance": None, "reliable": True}
+    healthy = {**COLLAPSED, "collapsed": False, "at_chance": False, "reliable": True}
+    for quality in (None, unknown, healthy):
+        answer = evidence_answer(Evidence(similarity=0.734, threshold=0.684, quality=quality), "en")
+        assert answer.match is True and answer.confidence is not None
+        assert "same place" in answer.reasoning and "cannot tell" not in answer.reasoning

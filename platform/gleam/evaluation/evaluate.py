@@ -34,6 +34,7 @@ from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.corpus.schema import Modality
 from gleam.evaluation.grid import Candidate, GridRow, retrieval_grid
 from gleam.evaluation.metrics import COUNT_NAMES, retrieval_metrics
+from gleam.evaluation.spread import Spread, embedding_spread
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
@@ -91,6 +92,7 @@ class EvaluationResult:
     split: str
     encoder_fingerprint: str
     index: IndexComparison | None = field(default=None)
+    spread: Spread | None = field(default=None)  # of the gallery's tile embeddings
 
     @property
     def chance_r1(self) -> float:
@@ -128,7 +130,10 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         if not gallery.ids:
             raise EmptySplitError(f"split {config.split!r} of {corpus.uri} has no tiles")
         index = _flat_index(gallery.vectors)
-        run.log_metrics({"gallery_size": len(gallery.ids), "chance.R_at_1": 100.0 / len(gallery.ids)})
+        spread = gallery_spread(gallery.vectors)
+        run.log_metrics(
+            {"gallery_size": len(gallery.ids), "chance.R_at_1": 100.0 / len(gallery.ids), **spread.metrics()}
+        )
         metrics: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
         for modality in modalities:
@@ -142,9 +147,17 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
                 grid = _grid(corpus, search, index.ntotal, queries, config.grid_queries, title)
                 run.log_image(grid, f"retrieval_grid/{modality.value}.png")
         run.log_dict(
-            {"split": config.split, "gallery_size": len(gallery.ids), "metrics": metrics}, "metrics.json"
+            {
+                "split": config.split,
+                "gallery_size": len(gallery.ids),
+                "metrics": metrics,
+                "spread": spread.to_dict(),
+            },
+            "metrics.json",
         )
-    return EvaluationResult(metrics, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint)
+    return EvaluationResult(
+        metrics, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint, spread=spread
+    )
 
 
 def split_metrics(
@@ -155,8 +168,9 @@ def split_metrics(
     modalities: Sequence[Modality | str] | None = None,
     batch_size: int = 64,
     ks: Sequence[int] = (1, 5, 10),
-) -> tuple[dict[str, dict[str, float]], int]:
-    """(metrics per modality, gallery size) of an in-memory encoder: training's validation, no MLflow."""
+) -> tuple[dict[str, dict[str, float]], int, Spread]:
+    """(metrics per modality, gallery size, the gallery's spread) of an in-memory encoder: training's
+    validation, no MLflow."""
     present = _queries_per_modality(corpus, split)
     wanted = [Modality(m) for m in (modalities or sorted(present)) if present.get(Modality(m).value)]
     gallery = _embed(corpus, "tiles", _split_filter(split), Modality.SATELLITE, encoder, spec, batch_size)
@@ -168,7 +182,18 @@ def split_metrics(
         where = _split_filter(split) & (pc.field("modality") == modality.value)
         queries = _embed(corpus, "queries", where, modality, encoder, spec, batch_size)
         metrics[modality.value] = search_metrics(index, queries, gallery.ids, ks)
-    return metrics, len(gallery.ids)
+    return metrics, len(gallery.ids), gallery_spread(gallery.vectors)
+
+
+def gallery_spread(vectors: np.ndarray) -> Spread:
+    """The spread of a gallery's tile embeddings, with a warning when they have collapsed."""
+    spread = embedding_spread(vectors)
+    if spread.collapsed:
+        log.warning(
+            "%s: the encoder maps every tile to nearly the same vector and cannot tell places apart",
+            spread.summary(),
+        )
+    return spread
 
 
 def split_queries(

@@ -2,6 +2,8 @@
 
 Through an index, each modality gets three rows: the index, exact search over the same vectors, and
 the gap (index minus exact, percentage points), so an approximation's cost reads off one table.
+The caption is the gallery's spread (`gleam.evaluation.spread`): "tile embeddings: mean cosine ...,
+effective rank ... (ok|COLLAPSED)", in bold red when the encoder has collapsed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def metrics_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> T
     for modality, metrics in result.metrics.items():
         values = [f"{metrics[name]:.2f}" for name in names]
         table.add_row(modality, str(result.query_counts[modality]), *values, f"{result.chance_r1:.2f}")
-    return table
+    return _with_spread(table, result)
 
 
 def comparison_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> Table:
@@ -48,6 +50,13 @@ def comparison_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -
         table.add_row(modality, "index", *_cells(metrics, names), str(int(metrics["beyond_depth"])))
         table.add_row(queries, "exact", *_cells(exact, names), str(int(exact["beyond_depth"])))
         table.add_row("", "gap", *(f"{gap[name]:+.2f}" for name in names), "", end_section=True)
+    return _with_spread(table, result)
+
+
+def _with_spread(table: Table, result: EvaluationResult) -> Table:
+    if result.spread is not None:
+        table.caption = result.spread.summary()
+        table.caption_style = "bold red" if result.spread.collapsed else "dim"
     return table
 
 

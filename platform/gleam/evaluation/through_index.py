@@ -40,6 +40,7 @@ from gleam.evaluation.evaluate import (
     _log_modality,
     combine,
     exact_search,
+    gallery_spread,
     split_queries,
 )
 from gleam.evaluation.metrics import COUNT_NAMES, one_percent_rank, ranked_metrics
@@ -131,7 +132,10 @@ def evaluate_through(
             "index.depth": depth,
         }
     )
-    run.log_metrics({"gallery_size": len(gallery.ids), "chance.R_at_1": 100.0 / len(gallery.ids)})
+    spread = gallery_spread(gallery.vectors)
+    run.log_metrics(
+        {"gallery_size": len(gallery.ids), "chance.R_at_1": 100.0 / len(gallery.ids), **spread.metrics()}
+    )
     found: dict[str, dict[str, float]] = {}
     exact_metrics: dict[str, dict[str, float]] = {}
     gaps: dict[str, dict[str, float]] = {}
@@ -171,9 +175,10 @@ def evaluate_through(
             "index": {"name": opened.name, "version": opened.version, "key": comparison.index_key},
             "depth": depth,
             "metrics": {"index": found, "exact": exact_metrics, "gap": gaps},
+            "spread": spread.to_dict(),
         },
         "metrics.json",
     )
     return EvaluationResult(
-        found, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint, comparison
+        found, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint, comparison, spread
     )

@@ -11,6 +11,11 @@ retrieval model's opinion when one is.
   rescaled per tile, so it shows *where* features agree most, not *whether* the views match.
 - Answer: match = similarity >= threshold; confidence in that answer = a logistic of the distance to
   the threshold (see CONFIDENCE_TEMPERATURE); reasoning = a factual sentence citing the numbers.
+- Unless the index says its scores mean nothing (`Evidence.quality`, from the index's meta.json via
+  `gleam.index.calibrate.index_quality`): when its tile embeddings have collapsed or its calibration is
+  at chance, there is no verdict (match and confidence None), and the reasoning says plainly that the
+  encoder cannot tell places apart on this index, with the measured figures. A threshold calibrated on
+  scores that are all ~1.000 would otherwise call every top-1 "the same place".
 """
 
 from __future__ import annotations
@@ -209,6 +214,15 @@ class Evidence:
     margin: float | None = None
     heatmap_png: bytes | None = None
     calibration: dict[str, Any] | None = None
+    # what the index knows about its own scores: collapsed, at_chance (None: unknown), mean_cosine,
+    # effective_rank, accuracy, queries, reliable, warning (gleam.index.calibrate.index_quality)
+    quality: dict[str, Any] | None = None
+
+    @property
+    def unreliable(self) -> bool:
+        """The index recorded that its scores cannot tell places apart (unknown counts as fine)."""
+        quality = self.quality or {}
+        return bool(quality.get("collapsed") or quality.get("at_chance"))
 
     def scores(self) -> dict[str, Any]:
         """The numbers only (what a prompt quotes)."""
@@ -220,7 +234,7 @@ class Evidence:
         }
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.scores(), "calibration": self.calibration}
+        out: dict[str, Any] = {**self.scores(), "calibration": self.calibration, "quality": self.quality}
         if self.heatmap_png is not None:
             out["heatmap_png"] = base64.b64encode(self.heatmap_png).decode("ascii")
         return out
@@ -239,7 +253,7 @@ def evidence_answer(evidence: Evidence, language: str) -> Explanation:
     from gleam.explain.explainer import Explanation
 
     lang = normalize_language(language)
-    if evidence.threshold is None:
+    if evidence.threshold is None or evidence.unreliable:
         match, confidence = None, None
     else:
         match = evidence.similarity >= evidence.threshold
@@ -262,7 +276,9 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
     s, t = evidence.similarity, evidence.threshold
     if language == "zh":
         parts = [f"检索编码器（GLEAM-C）给出查询与该卫星图块的余弦相似度为 {s:.3f}"]
-        if t is None:
+        if evidence.unreliable:
+            parts[0] += _unreliable_zh(evidence.quality or {})
+        elif t is None:
             parts[0] += "；尚未校准匹配阈值，因此无法据此判断是否为同一地点。"
         elif match:
             parts[0] += f"，达到校准的匹配阈值 {t:.3f}，因此判断二者为同一地点。"
@@ -280,7 +296,9 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
     parts = [
         f"The retrieval encoder (GLEAM-C) gives a cosine similarity of {s:.3f} between the query and the tile"
     ]
-    if t is None:
+    if evidence.unreliable:
+        parts[0] += _unreliable_en(evidence.quality or {})
+    elif t is None:
         parts[0] += "; no match threshold is calibrated, so it cannot say whether they show the same place."
     elif match:
         parts[0] += (
@@ -297,3 +315,52 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
     if evidence.heatmap_png is not None:
         parts.append("The heatmap shows where on the tile the features of the two views agree most.")
     return " ".join(parts)
+
+
+def _unreliable_en(quality: dict[str, Any]) -> str:
+    reasons = []
+    if quality.get("collapsed"):
+        cosine, rank = _figure(quality.get("mean_cosine"), 4), _figure(quality.get("effective_rank"), 1)
+        reasons.append(
+            "its tile embeddings have collapsed onto nearly one vector "
+            f"(mean pairwise cosine {cosine}, effective rank {rank})"
+        )
+    if quality.get("at_chance"):
+        queries = f" on {quality['queries']} validation queries" if quality.get("queries") else ""
+        reasons.append(
+            "its calibrated match threshold tells right matches from wrong ones no better than chance "
+            f"(balanced accuracy {_figure(quality.get('accuracy'), 2)}{queries})"
+        )
+    lead = (
+        ", but the encoder cannot tell places apart on this index: "
+        if quality.get("collapsed")
+        else ", but on this index a similarity cannot confirm a match: "
+    )
+    return (
+        lead
+        + "; and ".join(reasons)
+        + ". So this similarity says nothing about whether they show the same place, and no verdict is given."
+    )
+
+
+def _unreliable_zh(quality: dict[str, Any]) -> str:
+    reasons = []
+    if quality.get("collapsed"):
+        cosine, rank = _figure(quality.get("mean_cosine"), 4), _figure(quality.get("effective_rank"), 1)
+        reasons.append(f"其卫星图块嵌入已坍缩到几乎同一个向量（两两平均余弦相似度 {cosine}，有效秩 {rank}）")
+    if quality.get("at_chance"):
+        queries = f"，基于 {quality['queries']} 个验证查询" if quality.get("queries") else ""
+        reasons.append(
+            "其校准的匹配阈值区分正确与错误匹配的能力不比随机猜测更好"
+            f"（平衡准确率 {_figure(quality.get('accuracy'), 2)}{queries}）"
+        )
+    lead = (
+        "，但在此索引上该编码器无法区分不同地点："
+        if quality.get("collapsed")
+        else "，但在此索引上相似度无法确认是否匹配："
+    )
+    return lead + "；并且".join(reasons) + "。因此该相似度不能说明二者是否为同一地点，不作判断。"
+
+
+def _figure(value: Any, digits: int) -> str:
+    return f"{float(value):.{digits}f}" if isinstance(value, (int, float)) else "?"

@@ -5,6 +5,10 @@ the modality and the gallery (a dense city of look-alike tiles needs a higher ba
 So each build measures it: every sampled validation query's similarity to its own tile (positives) and
 to the most similar other tile in the index (the hardest negative: exactly the mistake a served top-1
 can make), and keeps the threshold with the best balanced accuracy, per modality and over all.
+
+A threshold is only worth serving when it separates right from wrong better than a coin: each result
+says `at_chance` (see AT_CHANCE_ACCURACY), and `index_quality` combines that with the spread of the
+index's tile embeddings into what serving needs to know before it calls anything a match.
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from gleam.corpus.schema import Modality
 
 log = logging.getLogger(__name__)
 NEGATIVES = "hardest other tile in the index"
+# Balanced accuracy at or below which a calibration is "at chance": its threshold tells a right match
+# from a wrong one at most 1 time in 20 better than a coin (0.5 is the floor: a threshold below every
+# score). Scores that carry no information sit at 0.5 here, not above it, because the negative is the
+# best of N-1 other tiles: an uninformative positive beats it with probability 1/N. Measured over 128
+# validation queries against 200 tiles: 0.500 for a random-init encoder, a healthy-but-weak one (R@1 3x
+# chance) and a collapsed one alike, 0.504 for a collapsing one; a threshold worth serving needs an
+# encoder whose positives beat the hardest other tile, i.e. a top-1 well above chance.
+AT_CHANCE_ACCURACY = 0.55
 
 
 def calibrate_on_queries(
@@ -71,12 +83,27 @@ def calibrate_on_queries(
         )
         own = np.array([positions[r["tile_id"]] for r in group])
         positive, negative = _pair_scores(embedded, own, vectors)
-        by_modality[modality] = {**calibrate(positive, negative).to_dict(), "queries": len(group)}
+        own_calibration = calibrate(positive, negative).to_dict()
+        by_modality[modality] = {
+            **own_calibration,
+            "queries": len(group),
+            "at_chance": is_at_chance(own_calibration["accuracy"]),
+        }
         every_positive.append(positive)
         every_negative.append(negative)
     overall = calibrate(np.concatenate(every_positive), np.concatenate(every_negative)).to_dict()
+    if is_at_chance(overall["accuracy"]):
+        log.warning(
+            "calibration at chance: the best match threshold (%.4f) reaches a balanced accuracy of %.3f "
+            "on %d %s queries; this index's scores do not tell a right match from a wrong one",
+            overall["threshold"],
+            overall["accuracy"],
+            len(rows),
+            split,
+        )
     return {
         **overall,
+        "at_chance": is_at_chance(overall["accuracy"]),
         "split": split,
         "queries": len(rows),
         "negative_kind": NEGATIVES,
@@ -105,3 +132,62 @@ def threshold_for(calibration: dict[str, Any] | None, modality: str) -> float | 
         return None
     own = (calibration.get("by_modality") or {}).get(modality)
     return float(own["threshold"]) if own else float(calibration["threshold"])
+
+
+def is_at_chance(accuracy: float) -> bool:
+    return float(accuracy) <= AT_CHANCE_ACCURACY
+
+
+def index_quality(
+    spread: dict[str, Any] | None, calibration: dict[str, Any] | None, modality: str | None = None
+) -> dict[str, Any]:
+    """Can this index's scores tell places apart? From meta.json's `spread` and `calibration`.
+
+    `collapsed` / `at_chance` are None when unknown (an index built before they were recorded has no
+    `spread`; `at_chance` is then derived from the recorded balanced accuracy, which every calibrated
+    index has). The calibration is the modality's own when it was calibrated, else the overall one.
+    `reliable` is False when either is True; `warning` says why in one sentence (None when reliable).
+    """
+    spread = spread or {}
+    collapsed = spread.get("collapsed")
+    own: dict[str, Any] = {}
+    if calibration:
+        own = (calibration.get("by_modality") or {}).get(modality or "") or calibration
+    accuracy = own.get("accuracy")
+    at_chance = own.get("at_chance")
+    if at_chance is None and accuracy is not None:
+        at_chance = is_at_chance(accuracy)
+    quality: dict[str, Any] = {
+        "collapsed": None if collapsed is None else bool(collapsed),
+        "at_chance": None if at_chance is None else bool(at_chance),
+        "mean_cosine": spread.get("mean_cosine"),
+        "effective_rank": spread.get("effective_rank"),
+        "accuracy": None if accuracy is None else float(accuracy),
+        "queries": own.get("queries"),
+    }
+    reasons = []
+    if quality["collapsed"]:
+        reasons.append(
+            f"its tile embeddings have collapsed (mean pairwise cosine {_figure(quality['mean_cosine'], 4)}, "
+            f"effective rank {_figure(quality['effective_rank'], 1)})"
+        )
+    if quality["at_chance"]:
+        queries = f" on {quality['queries']} validation queries" if quality["queries"] else ""
+        reasons.append(
+            "its calibrated match threshold separates right from wrong matches no better than chance "
+            f"(balanced accuracy {_figure(quality['accuracy'], 2)}{queries})"
+        )
+    quality["reliable"] = not reasons
+    # collapsed: the vectors themselves are alike; at chance only: the ranking may still beat chance,
+    # but a score cannot say whether a top-1 is right, so no score-based verdict is honest
+    lead = (
+        "the encoder cannot tell places apart on this index: "
+        if quality["collapsed"]
+        else "on this index the encoder's similarity cannot confirm a match: "
+    )
+    quality["warning"] = lead + "; ".join(reasons) if reasons else None
+    return quality
+
+
+def _figure(value: Any, digits: int) -> str:
+    return f"{float(value):.{digits}f}" if isinstance(value, (int, float)) else "unknown"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from gleam import storage
+from gleam import runtime_env, storage
 from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import Modality
 from gleam.index.config import EmbedConfig
@@ -51,16 +51,13 @@ class TileEmbedder:
     """A Ray Data actor: JPEG tiles in, unit vectors out (the eval transform every stage shares)."""
 
     def __init__(
-        self, encoder_uri: str, fingerprint: str, tracking_uri: str | None, precision: str, threads: int
+        self, encoder_uri: str, fingerprint: str, settings: dict[str, str], precision: str, threads: int
     ) -> None:
         import torch
 
         from gleam.model import weights
 
-        if tracking_uri:
-            import mlflow
-
-            mlflow.set_tracking_uri(tracking_uri)
+        runtime_env.apply(settings)  # the driver's store and registry, whatever this actor's folder
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,7 +112,6 @@ def embed_tiles(
     fingerprint: str,
     dim: int,
     config: EmbedConfig,
-    tracking_uri: str | None = None,
 ) -> tuple[pa.Table, EmbedStats]:
     """`tile_id, sha256, vector` of the given tiles (any order), embedded by the actor pool."""
     import ray
@@ -143,7 +139,7 @@ def embed_tiles(
             fn_constructor_kwargs={
                 "encoder_uri": encoder_uri,
                 "fingerprint": fingerprint,
-                "tracking_uri": tracking_uri,
+                "settings": runtime_env.resolved(),
                 "precision": precision,
                 "threads": max(1, int(config.num_cpus)),
             },

@@ -23,8 +23,9 @@ import pyarrow.compute as pc
 
 from gleam import tracking
 from gleam.corpus.reader import PreparedCorpus, open_corpus
+from gleam.evaluation.spread import embedding_spread
 from gleam.index import build as faiss_build
-from gleam.index.calibrate import calibrate_on_queries
+from gleam.index.calibrate import calibrate_on_queries, index_quality
 from gleam.index.catalog import read_meta
 from gleam.index.config import IndexBuildConfig
 from gleam.index.embed import EmbedStats, embed_tiles, embeddings_schema
@@ -104,7 +105,6 @@ def _build_locked(
             encoder.fingerprint,
             encoder.embedding_dim,
             config.embed,
-            tracking.tracking_uri() if config.encoder.startswith("models:/") else None,
         )
         timings["embed"] = embed_stats.seconds
         embeddings = _ordered(pa.concat_tables([reused, fresh.cast(reused.schema)]), tiles)
@@ -118,6 +118,7 @@ def _build_locked(
         version = location.new_version()
         meta = _meta(config, version, encoder, plan, built, report, tiles, reused, embed_stats, inputs_digest)
         meta["seconds"] = dict(timings)
+        meta["spread"] = embedding_spread(vectors, seed=config.seed).to_dict()
         run.log_params({"built.version": version, "built.index_key": plan.key, "built.plan": plan.reason})
         if report.recall < config.recall.floor:
             run.set_tags({"gleam.index.published": "false"})
@@ -129,6 +130,7 @@ def _build_locked(
         calibrate_started = time.perf_counter()
         meta["calibration"] = _calibration(corpus, config, model_and_spec, tiles, vectors)
         meta["seconds"]["calibrate"] = time.perf_counter() - calibrate_started
+        _warn_if_unreliable(config.name, meta)
         meta["seconds"]["total"] = time.perf_counter() - started
         meta = write_version(location, version, built.index, _ids_table(tiles), embeddings, meta)
         point_current(location, version)
@@ -315,17 +317,45 @@ def _log_run(run: tracking.JobRun, meta: dict[str, Any]) -> None:
             "embed_tiles_per_second": meta["embedding"]["tiles_per_second"],
             **{f"seconds.{stage}": value for stage, value in meta["seconds"].items()},
             **_calibration_metrics(meta.get("calibration")),
+            **_spread_metrics(meta.get("spread")),
         }
     )
     run.set_tags({"gleam.index.published": "true", "gleam.index.version": meta["version"]})
+    warning = index_quality(meta.get("spread"), meta.get("calibration"))["warning"]
+    if warning:
+        run.set_tags({"gleam.index.warning": warning})
     run.log_dict(meta, "meta.json")
 
 
 def _calibration_metrics(calibration: dict[str, Any] | None) -> dict[str, float]:
     if not calibration:
         return {}
-    out = {"calibration.threshold": calibration["threshold"], "calibration.accuracy": calibration["accuracy"]}
+    out = {
+        "calibration.threshold": calibration["threshold"],
+        "calibration.accuracy": calibration["accuracy"],
+        "calibration.at_chance": float(bool(calibration.get("at_chance"))),
+    }
     for modality, own in calibration["by_modality"].items():
         out[f"calibration.{modality}.threshold"] = own["threshold"]
         out[f"calibration.{modality}.accuracy"] = own["accuracy"]
     return out
+
+
+def _spread_metrics(spread: dict[str, Any] | None) -> dict[str, float]:
+    if not spread or spread.get("mean_cosine") is None:
+        return {}
+    names = ("mean_cosine", "effective_rank", "cosine_std")
+    return {f"spread.{k}": float(spread[k]) for k in names} | {"spread.collapsed": float(spread["collapsed"])}
+
+
+def _warn_if_unreliable(name: str, meta: dict[str, Any]) -> None:
+    """Loudly, but publish anyway: a collapsed encoder or a calibration at chance is recorded, not refused."""
+    warning = index_quality(meta.get("spread"), meta.get("calibration"))["warning"]
+    if warning:
+        log.warning(
+            "index %s %s: %s. It is published with this recorded in meta.json; serving gives no match "
+            "verdict on it. Check the encoder (docs/index.md#spread-and-calibration-at-chance)",
+            name,
+            meta["version"],
+            warning,
+        )

@@ -1,9 +1,13 @@
-"""The terminal summary of an index build."""
+"""The terminal summary of an index build, with a loud WARNING row when its scores cannot be trusted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
+from gleam.evaluation.spread import describe
+from gleam.index.calibrate import index_quality
 from gleam.index.job import IndexBuildResult
 
 
@@ -30,10 +34,25 @@ def build_table(result: IndexBuildResult) -> Table:
             "embedding",
             f"{meta['embedding']['tiles_per_second']:.1f} tiles/s, {meta['embedding']['precision']}",
         ),
+        ("spread", describe(meta.get("spread"))),
+        ("calibration", _calibration(meta.get("calibration"))),
         ("MLflow run", result.run_id or "-"),
     ]
     if result.removed_versions:
         rows.append(("cleaned", ", ".join(result.removed_versions)))
     for key, value in rows:
         table.add_row(key, value)
+    warning = index_quality(meta.get("spread"), meta.get("calibration"))["warning"]
+    if warning:
+        table.add_row("WARNING", warning, style="bold red")
     return table
+
+
+def _calibration(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return "none (calibration.split is null, or no validation query has its tile in the index)"
+    verdict = " (AT CHANCE)" if index_quality(None, calibration)["at_chance"] else ""
+    return (
+        f"threshold {calibration['threshold']:.4f}, balanced accuracy {calibration['accuracy']:.3f}{verdict} "
+        f"on {calibration.get('queries', '?')} {calibration.get('split', '')} queries"
+    )

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from gleam import runtime_env
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.loss import SymmetricInfoNCE
@@ -223,7 +224,9 @@ class StepLogger:
 
 
 def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: TrainConfig) -> dict[str, float]:
-    """Rank 0's retrieval metrics on the validation split, flattened as `val.<modality>.R_at_1`."""
+    """Rank 0's retrieval metrics on the validation split, flattened as `val.<modality>.R_at_1`, and the
+    spread of the validation tiles' embeddings as `val.spread.mean_cosine` / `val.spread.effective_rank`
+    (`gleam.evaluation.spread`: a collapsing encoder shows there before R@k says anything)."""
     from gleam.corpus.reader import open_corpus
     from gleam.evaluation.evaluate import EmptySplitError, mlflow_metric_name, split_metrics
 
@@ -231,7 +234,7 @@ def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: Train
     was_training = encoder.training
     encoder.eval()
     try:
-        metrics, gallery = split_metrics(
+        metrics, gallery, spread = split_metrics(
             open_corpus(config.corpus),
             encoder,
             spec,
@@ -244,7 +247,7 @@ def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: Train
         return {}
     finally:
         encoder.train(was_training)
-    flat = {"val.gallery_size": float(gallery)}
+    flat = {"val.gallery_size": float(gallery), **spread.metrics("val.spread.")}
     for modality, values in metrics.items():
         for name in ("R@1", "R@5", "R@10", "AP"):
             if name in values:
@@ -260,6 +263,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    runtime_env.apply(payload.get("settings"))  # before anything reads the store or the registry
     config = TrainConfig.model_validate(payload["config"])
     total_steps = int(payload["total_steps"])
     context = ray.train.get_context()

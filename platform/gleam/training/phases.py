@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from gleam import storage
+from gleam import runtime_env, storage
 from gleam.config import config_hash
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.model import weights
@@ -188,6 +188,7 @@ def _fit(config: TrainConfig, datasets: dict[str, Any], total_steps: int, run_id
             "total_steps": total_steps,
             "run_id": run_id,
             "tracking_uri": tracking_uri() if run_id else None,
+            "settings": runtime_env.resolved(),  # workers run in another folder: see gleam.runtime_env
         },
         scaling_config=ScalingConfig(
             num_workers=scaling.workers, use_gpu=use_gpu, resources_per_worker=resources
