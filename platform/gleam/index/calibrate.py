@@ -93,7 +93,7 @@ def calibrate_on_queries(
         every_negative.append(negative)
     overall = calibrate(np.concatenate(every_positive), np.concatenate(every_negative)).to_dict()
     if is_at_chance(overall["accuracy"]):
-        log.warning(
+        log.info(  # the build job warns once, with what it means
             "calibration at chance: the best match threshold (%.4f) reaches a balanced accuracy of %.3f "
             "on %d %s queries; this index's scores do not tell a right match from a wrong one",
             overall["threshold"],
