@@ -1,4 +1,4 @@
-"""Arrow schemas and enums of the prepared corpus: the single source of truth (DESIGN.md section 3).
+"""Arrow schemas and enums of the prepared corpus: the single source of truth (architecture.md, "Layers").
 
 Every stage reads and writes through these definitions, so a column added here is added everywhere.
 """

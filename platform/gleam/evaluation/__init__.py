@@ -1,4 +1,4 @@
-"""Retrieval evaluation for GLEAM-C: metrics in the University-1652 convention (DESIGN.md section 4)."""
+"""Retrieval evaluation for GLEAM-C: metrics in the University-1652 convention (docs/evaluation.md)."""
 
 from gleam.evaluation.metrics import retrieval_metrics
 

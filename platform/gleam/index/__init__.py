@@ -1,1 +1,1 @@
-"""Index stage: satellite embeddings -> a validated, versioned FAISS index (DESIGN.md section 5)."""
+"""Index stage: satellite embeddings -> a validated, versioned FAISS index (docs/architecture.md, "Index")."""

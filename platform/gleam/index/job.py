@@ -1,4 +1,4 @@
-"""The index build job: tiles -> embeddings -> FAISS -> recall check -> versioned publish (DESIGN.md s. 5).
+"""The index build job: tiles -> embeddings -> FAISS -> recall check -> versioned publish (docs/index.md).
 
 Safe to run unattended on a timer: a lease keeps builds of one index apart, nothing is published
 before the recall check passes, CURRENT is written last, a rebuild whose inputs (tiles and their bytes,

@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE for GLEAM-C with negatives gathered from every worker (DESIGN.md section 4).
+"""Symmetric InfoNCE for GLEAM-C, negatives gathered from every worker (architecture.md, GLEAM-C blocks).
 
 Conventions (each one is tested in tests/unit/test_loss.py):
 
