@@ -7,7 +7,7 @@ console script on the image.
 
 import sys
 
-from gleam.cli import main
+from gleam_cli.main import main
 
 if __name__ == "__main__":
     main(["index", "build", *sys.argv[1:]])

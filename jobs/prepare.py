@@ -6,7 +6,7 @@ KubeRay RayJob entrypoints need no console script on the image.
 
 import sys
 
-from gleam.cli import main
+from gleam_cli.main import main
 
 if __name__ == "__main__":
     main(["prepare", *sys.argv[1:]])

@@ -2,7 +2,7 @@
 
 import sys
 
-from gleam.cli import main
+from gleam_cli.main import main
 
 if __name__ == "__main__":
     main(["world", *sys.argv[1:]])

@@ -15,13 +15,14 @@ from typing import Any
 
 import yaml
 
+from gleam.errors import RefusedError
 from gleam import driver_logs, runtime_env, storage
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 APP_NAME = "gleam"
 
 
-class ServeStartError(RuntimeError):
+class ServeStartError(RefusedError, RuntimeError):
     """The application did not reach RUNNING; the message carries Serve's own reason."""
 
 

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gleam import storage
+from gleam.errors import ConfigError
 from gleam.corpus.schema import Modality
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
@@ -26,10 +27,6 @@ ConfigT = TypeVar("ConfigT", bound=BaseModel)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}$]*))?\}")
 _MAX_NESTING = 8
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
-
-
-class ConfigError(ValueError):
-    """An invalid config; the message names every offending field."""
 
 
 class StrictModel(BaseModel):

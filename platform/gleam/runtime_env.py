@@ -16,6 +16,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from gleam.uris import normalize
+
 HOME = "GLEAM_HOME"
 STORE = "GLEAM_STORE"
 TRACKING = "MLFLOW_TRACKING_URI"
@@ -46,8 +48,6 @@ def tracking_uri() -> str:
 
 def resolved() -> dict[str, str]:
     """The locations of this process as absolute environment values (nothing is changed)."""
-    from gleam.storage import normalize
-
     env = {HOME: str(home()), TRACKING: tracking_uri()}
     if os.environ.get(STORE):
         env[STORE] = normalize(os.environ[STORE])

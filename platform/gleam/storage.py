@@ -23,11 +23,9 @@ from typing import Any, BinaryIO
 
 import pyarrow.fs as pafs
 
-S3_SCHEMES = ("s3://", "s3a://")
-
-
-class StorageError(RuntimeError):
-    """A store operation failed; the message names the URI."""
+from gleam import runtime_env
+from gleam.errors import StorageError
+from gleam.uris import is_local, is_s3, normalize
 
 
 class NotFoundError(StorageError):
@@ -38,25 +36,6 @@ class NotFoundError(StorageError):
 class FileEntry:
     uri: str
     size: int
-
-
-def is_s3(uri: str) -> bool:
-    return str(uri).startswith(S3_SCHEMES)
-
-
-def is_local(uri: str) -> bool:
-    return not is_s3(uri)
-
-
-def normalize(uri: str | os.PathLike[str]) -> str:
-    """A canonical URI: `s3://bucket/key` (no trailing slash) or an absolute local path."""
-    text = os.fspath(uri)
-    if is_s3(text):
-        _, rest = text.split("://", 1)
-        return "s3://" + rest.strip("/")
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    return os.path.abspath(os.path.expanduser(text))  # keeps symlinks: listing and relative paths agree
 
 
 def join(base: str | os.PathLike[str], *parts: str) -> str:
@@ -323,8 +302,6 @@ def upload_tree(local_dir: str | os.PathLike[str], uri: str, threads: int = 16) 
 
 def gleam_home() -> Path:
     """Where the embedded defaults live (`.gleam/` in the working directory unless GLEAM_HOME says)."""
-    from gleam import runtime_env
-
     return runtime_env.home()
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gleam.cli import app
+from gleam_cli.main import app
 from gleam.config import PrepareConfig, load_config
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus

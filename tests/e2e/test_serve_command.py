@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def gleam(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "gleam.cli", *args],
+        [sys.executable, "-m", "gleam_cli.main", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -15,7 +15,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gleam import storage
-from gleam.cli import app
+from gleam_cli.main import app
 from gleam.config import load_config
 from gleam.training.config import TrainConfig
 from gleam.training.phases import run_training

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from gleam.cli import app
+from gleam_cli.main import app
 from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import CorpusNotReady, open_corpus

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from gleam.cli import app
+from gleam_cli.main import app
 from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus

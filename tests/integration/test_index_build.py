@@ -17,7 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from gleam import storage
-from gleam.cli import app
+from gleam_cli.main import app
 from gleam.config import load_config
 from gleam.corpus.reader import open_corpus
 from gleam.index.catalog import open_index, sha256_file

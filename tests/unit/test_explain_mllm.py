@@ -236,7 +236,7 @@ def test_gleam_mllm_register_command(
 ) -> None:
     from typer.testing import CliRunner
 
-    from gleam.cli import app
+    from gleam_cli.main import app
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     name = f"gleam-x-cli-{uuid.uuid4().hex[:6]}"

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from gleam.errors import RefusedError
 from gleam import __version__, storage
 from gleam.cluster import init_ray
 from gleam.config import PrepareConfig, config_hash
@@ -41,7 +42,7 @@ MAX_INPUT_BLOCKS = 2000
 RUNTIME_ONLY = {"tracking", "overwrite", "concurrency", "batch_size", "rows_per_shard", "contact_sheet_pairs"}
 
 
-class CorpusExistsError(RuntimeError):
+class CorpusExistsError(RefusedError, RuntimeError):
     pass
 
 

@@ -12,12 +12,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from gleam.errors import RefusedError
 from gleam import storage
 
 PARTS = ("tiles", "queries", "rejects")
 
 
-class CorpusNotReady(RuntimeError):
+class CorpusNotReady(RefusedError, RuntimeError):
     pass
 
 

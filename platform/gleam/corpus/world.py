@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from gleam.errors import RefusedError
 from gleam import storage
 from gleam.config import WorldConfig, config_hash
 from gleam.corpus import world_render as wr
@@ -736,7 +737,7 @@ def _render_all(config: WorldConfig, sites: list[Site], root: str) -> list[dict[
 # --- the corpus --------------------------------------------------------------------------------------------
 
 
-class WorldExistsError(RuntimeError):
+class WorldExistsError(RefusedError, RuntimeError):
     """The output already holds a complete world made from another config."""
 
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from gleam.errors import RefusedError
 from gleam.config import EvaluateConfig
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.corpus.schema import Modality
@@ -52,7 +53,7 @@ _MLFLOW_NAME = str.maketrans({"@": "_at_", "%": "pct"})
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(RefusedError, ValueError):
     """The requested split has no tiles, or no queries of a requested modality: nothing to evaluate."""
 
 

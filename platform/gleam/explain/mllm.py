@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from gleam.errors import RefusedError
 from gleam.config import StrictModel, TrackingConfig
 from gleam.explain.evidence import as_image_list
 from gleam.explain.prompts import build_messages, normalize_language, query_modality
@@ -54,7 +55,7 @@ _HOW_TO_PROVIDE = (
 )
 
 
-class MLLMError(RuntimeError):
+class MLLMError(RefusedError, RuntimeError):
     """A model folder or registry entry that cannot be used; the message says which and why."""
 
 

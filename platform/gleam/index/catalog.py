@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from gleam.errors import RefusedError
 from gleam import storage
 from gleam.index.build import set_search_params
 from gleam.index.layout import (
@@ -34,7 +35,7 @@ from gleam.model.weights import FingerprintMismatchError
 _HASH_CHUNK = 1 << 22
 
 
-class IndexChecksumError(RuntimeError):
+class IndexChecksumError(RefusedError, RuntimeError):
     """index.faiss does not match the sha256 recorded in meta.json: corrupt or tampered with."""
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from gleam.errors import RefusedError
 
 FLOAT_BYTES = 4
 ID_BYTES = 8
@@ -26,7 +27,7 @@ _PQ_CHOICES = (64, 32, 16, 8)
 _IVF = re.compile(r"IVF(\d+)")
 
 
-class IndexPlanError(ValueError):
+class IndexPlanError(RefusedError, ValueError):
     """No index fits: the budget is too small, or a forced key is not something FAISS can build."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from gleam.errors import RefusedError
 from gleam import tracking
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.evaluation.spread import embedding_spread
@@ -41,11 +42,11 @@ META_FORMAT_VERSION = 1
 _BUILD_FIELDS = ("splits", "memory_budget", "index_key", "exact_limit", "recall", "seed")
 
 
-class RecallTooLowError(RuntimeError):
+class RecallTooLowError(RefusedError, RuntimeError):
     """The built index misses too many exact neighbours; it was not published."""
 
 
-class NoTilesError(ValueError):
+class NoTilesError(RefusedError, ValueError):
     """The corpus (or the chosen splits) has no tiles to index."""
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from gleam.errors import RefusedError
 from gleam import storage
 
 INDEX_FILE = "index.faiss"
@@ -27,7 +28,7 @@ LEASE_FILE = "LEASE"
 INDEXES_DIR = "indexes"
 
 
-class IndexNotFoundError(LookupError):
+class IndexNotFoundError(RefusedError, LookupError):
     """No published index (or no such version) under the given name."""
 
 

@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+from gleam.errors import BusyError
 from gleam import storage
 
 log = logging.getLogger(__name__)
 
 
-class LeaseHeldError(RuntimeError):
+class LeaseHeldError(BusyError, RuntimeError):
     """Another live build holds the lease."""
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gleam.errors import RefusedError
 from gleam.corpus.schema import Modality
 from gleam.model.spec import HF_CACHE, EncoderSpec, as_modality
 
@@ -35,7 +36,7 @@ WEIGHT_FILES = (
 )
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(RefusedError, RuntimeError):
     """Pretrained weights are absent or do not fit the backbone; the message says which and why."""
 
 

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from gleam.errors import RefusedError
 from gleam import storage
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
@@ -43,7 +44,7 @@ _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P
 _ARCHITECTURE_FIELDS = ("backbone", "embed_dim", "image_sizes")
 
 
-class WeightsError(RuntimeError):
+class WeightsError(RefusedError, RuntimeError):
     """Saved weights are missing, corrupt, or not a GLEAM encoder; the message names the URI."""
 
 

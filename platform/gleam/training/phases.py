@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
+from gleam.errors import RefusedError, TrainingError
 from gleam import runtime_env, storage
 from gleam.config import config_hash
 from gleam.corpus.reader import PreparedCorpus, open_corpus
@@ -37,15 +38,15 @@ log = logging.getLogger(__name__)
 STATE_FILE = "gleam-train.json"
 
 
-class TrainRunExistsError(RuntimeError):
+class TrainRunExistsError(RefusedError, RuntimeError):
     """A run of this name exists in the storage path with another config."""
 
 
-class NoTrainingPairsError(ValueError):
+class NoTrainingPairsError(RefusedError, ValueError):
     """The corpus has no (or too few) train pairs of a requested modality."""
 
 
-class TrainingFailedError(RuntimeError):
+class TrainingFailedError(TrainingError, RuntimeError):
     """Ray Train gave up (more failures than allowed); the latest checkpoint is kept for a re-run."""
 
 

@@ -15,8 +15,8 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from gleam.config import ConfigError, EvaluateConfig, PrepareConfig, WorldConfig, load_config
-from gleam.storage import StorageError
+from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+from gleam.errors import GleamError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLEAM platform jobs.")
 console = Console(stderr=False)
@@ -29,55 +29,13 @@ SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)")
 ]
 
-# exit codes: 2 invalid config, 3 refused (output exists, unfinished corpus, empty split, bad weights,
-# a training run of that name with another config, an index below its recall floor, an unusable MLLM
-# folder, a Serve application that does not start), 4 storage unreachable,
-# 5 training failed (re-run resumes), 6 busy (another build of the same index holds the lease)
-USER_ERRORS: dict[type[BaseException], int] = {ConfigError: 2, StorageError: 4}
-
-
-def _user_errors() -> dict[type[BaseException], int]:
-    from gleam.corpus.prepare import CorpusExistsError
-    from gleam.corpus.reader import CorpusNotReady
-    from gleam.corpus.world import WorldExistsError
-    from gleam.evaluation.evaluate import EmptySplitError
-    from gleam.explain.mllm import MLLMError
-    from gleam.index.catalog import IndexChecksumError
-    from gleam.index.factory import IndexPlanError
-    from gleam.index.job import NoTilesError, RecallTooLowError
-    from gleam.index.layout import IndexNotFoundError
-    from gleam.index.lease import LeaseHeldError
-    from gleam.model.weights import WeightsError
-    from gleam.training.phases import NoTrainingPairsError, TrainingFailedError, TrainRunExistsError
-    from serve.run import ServeStartError
-
-    refused = (
-        CorpusExistsError,
-        CorpusNotReady,
-        WorldExistsError,
-        EmptySplitError,
-        WeightsError,
-        NoTrainingPairsError,
-        TrainRunExistsError,
-        IndexPlanError,
-        NoTilesError,
-        RecallTooLowError,
-        IndexNotFoundError,
-        IndexChecksumError,
-        MLLMError,
-        ServeStartError,
-    )
-    return {**USER_ERRORS, **dict.fromkeys(refused, 3), TrainingFailedError: 5, LeaseHeldError: 6}
-
-
 def run_guarded(action: Callable[[], T]) -> T:
-    errors = _user_errors()
+    """Run one step of a command; a `GleamError` becomes one line and its exit code (gleam.errors)."""
     try:
         return action()
-    except tuple(errors) as exc:
+    except GleamError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        code = next(errors[cls] for cls in type(exc).__mro__ if cls in errors)  # subclasses included
-        raise typer.Exit(code) from None
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.callback()
@@ -226,7 +184,7 @@ def demo(
     configs: Annotated[Path, typer.Option(help="folder of the demo configs")] = Path("jobs/configs"),
 ) -> None:
     """Run the platform end to end on a synthetic world with the embedded defaults (`make demo`)."""
-    from gleam.demo import run_demo
+    from gleam_cli.demo import run_demo
 
     run_guarded(lambda: run_demo(configs, console))
 
