@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from gleam.errors import RefusedError
 from gleam import driver_logs, runtime_env, storage
+from gleam.errors import RefusedError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.yaml"
 APP_NAME = "gleam"

@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gleam import storage
-from gleam.errors import ConfigError
 from gleam.corpus.schema import Modality
+from gleam.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 # a default holds no `$` or `}`: the innermost reference matches first, so defaults nest

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gleam_cli.main import app
 from gleam.config import PrepareConfig, load_config
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus
+from gleam_cli.main import app
 from tests.support.corpora import bad_input_corpus
 
 pytestmark = pytest.mark.integration

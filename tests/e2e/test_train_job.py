@@ -15,10 +15,10 @@ import yaml
 from typer.testing import CliRunner
 
 from gleam import storage
-from gleam_cli.main import app
 from gleam.config import load_config
 from gleam.training.config import TrainConfig
 from gleam.training.phases import run_training
+from gleam_cli.main import app
 from tests.support.training import committed_checkpoint, train_fields, world_corpus
 
 REPO = Path(__file__).resolve().parents[2]

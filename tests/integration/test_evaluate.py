@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from gleam_cli.main import app
 from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import CorpusNotReady, open_corpus
@@ -22,6 +21,7 @@ from gleam.evaluation.metrics import retrieval_metrics
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
+from gleam_cli.main import app
 from tests.support.corpora import RawCorpus
 
 pytestmark = pytest.mark.integration

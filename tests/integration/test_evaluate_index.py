@@ -9,7 +9,6 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from gleam_cli.main import app
 from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus
@@ -21,6 +20,7 @@ from gleam.index.catalog import EncoderMismatchError, open_index
 from gleam.index.config import IndexBuildConfig
 from gleam.index.job import build_index
 from gleam.model import weights
+from gleam_cli.main import app
 from tests.support.training import tiny_encoder
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from gleam import storage
-from gleam_cli.main import app
 from gleam.config import load_config
 from gleam.corpus.reader import open_corpus
 from gleam.index.catalog import open_index, sha256_file
@@ -28,6 +27,7 @@ from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
 from gleam.index.report import build_table
 from gleam.model import weights
+from gleam_cli.main import app
 from tests.support.training import collapsed_encoder, tiny_encoder, world_corpus
 
 pytestmark = pytest.mark.integration

@@ -57,7 +57,7 @@ def module_graph() -> dict[str, set[str]]:
 
 
 def package_of(module: str) -> str:
-    """The layer a module belongs to: `gleam.corpus.sources.vigor` -> `gleam.corpus`, `gleam.storage` -> `gleam`."""
+    """The layer of a module: `gleam.corpus.sources.vigor` -> `gleam.corpus`, `gleam.storage` -> `gleam`."""
     parts = module.split(".")
     if parts[0] != "gleam" or len(parts) == 1:
         return parts[0]

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from gleam.errors import RefusedError
 from gleam import __version__, storage
 from gleam.cluster import init_ray
 from gleam.config import PrepareConfig, config_hash
@@ -33,6 +32,7 @@ from gleam.corpus.reader import PARTS, PreparedCorpus, open_corpus
 from gleam.corpus.resolve import Resolution, resolve
 from gleam.corpus.schema import OUTPUT_SCHEMAS, SCHEMA_VERSION, Role
 from gleam.corpus.stages import WORK_SCHEMA, decode_batch, route_batch
+from gleam.errors import RefusedError
 from gleam.tracking import JobRun, job_run
 
 log = logging.getLogger(__name__)

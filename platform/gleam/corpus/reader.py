@@ -12,8 +12,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from gleam.errors import RefusedError
 from gleam import storage
+from gleam.errors import RefusedError
 
 PARTS = ("tiles", "queries", "rejects")
 

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from gleam.errors import RefusedError
 from gleam import storage
 from gleam.config import WorldConfig, config_hash
 from gleam.corpus import world_render as wr
@@ -44,6 +43,7 @@ from gleam.corpus.world_render import (  # labels and hashing are shared with th
     remix,
     unit,
 )
+from gleam.errors import RefusedError
 
 RENDERER_VERSION = "1"
 MANIFEST_COLUMNS = ["query_uri", "modality", "tile_uri", "location_id", "lat", "lon", "split"]

@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from gleam.errors import RefusedError
 from gleam.config import EvaluateConfig
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.corpus.schema import Modality
+from gleam.errors import RefusedError
 from gleam.evaluation.grid import Candidate, GridRow, retrieval_grid
 from gleam.evaluation.metrics import COUNT_NAMES, retrieval_metrics
 from gleam.evaluation.spread import Spread, embedding_spread

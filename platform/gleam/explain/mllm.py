@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from gleam.errors import RefusedError
 from gleam.config import StrictModel, TrackingConfig
+from gleam.errors import RefusedError
 from gleam.explain.evidence import as_image_list
 from gleam.explain.prompts import build_messages, normalize_language, query_modality
 

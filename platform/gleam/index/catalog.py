@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from gleam.errors import RefusedError
 from gleam import storage
+from gleam.errors import RefusedError
 from gleam.index.build import set_search_params
 from gleam.index.layout import (
     IDS_FILE,

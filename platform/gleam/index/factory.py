@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+
 from gleam.errors import RefusedError
 
 FLOAT_BYTES = 4

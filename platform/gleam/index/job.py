@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gleam.errors import RefusedError
 from gleam import tracking
 from gleam.corpus.reader import PreparedCorpus, open_corpus
+from gleam.errors import RefusedError
 from gleam.evaluation.spread import embedding_spread
 from gleam.index import build as faiss_build
 from gleam.index.calibrate import calibrate_on_queries, index_quality

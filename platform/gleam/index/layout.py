@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from gleam.errors import RefusedError
 from gleam import storage
+from gleam.errors import RefusedError
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from gleam.errors import BusyError
 from gleam import storage
+from gleam.errors import BusyError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gleam.errors import RefusedError
 from gleam.corpus.schema import Modality
+from gleam.errors import RefusedError
 from gleam.model.spec import HF_CACHE, EncoderSpec, as_modality
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from gleam.errors import RefusedError
 from gleam import storage
+from gleam.errors import RefusedError
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
 

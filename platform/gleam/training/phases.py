@@ -23,10 +23,10 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from gleam.errors import RefusedError, TrainingError
 from gleam import runtime_env, storage
 from gleam.config import config_hash
 from gleam.corpus.reader import PreparedCorpus, open_corpus
+from gleam.errors import RefusedError, TrainingError
 from gleam.model import weights
 from gleam.tracking import job_run, tracking_uri
 from gleam.training.config import TrainConfig
