@@ -17,10 +17,10 @@ from gleam.corpus.reader import CorpusNotReady, open_corpus
 from gleam.corpus.world import generate_world
 from gleam.evaluation import evaluate as evaluate_module
 from gleam.evaluation.evaluate import Embedded, EmptySplitError, evaluate, search_metrics
-from gleam.evaluation.metrics import retrieval_metrics
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
+from gleam.retrieval.metrics import retrieval_metrics
 from gleam_cli.main import app
 from tests.support.corpora import RawCorpus
 

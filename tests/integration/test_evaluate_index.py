@@ -15,11 +15,11 @@ from gleam.corpus.reader import open_corpus
 from gleam.corpus.schema import Modality
 from gleam.corpus.world import generate_world
 from gleam.evaluation.evaluate import embed_images, evaluate
-from gleam.evaluation.metrics import one_percent_rank, retrieval_metrics
 from gleam.index.catalog import EncoderMismatchError, open_index
 from gleam.index.config import IndexBuildConfig
 from gleam.index.job import build_index
 from gleam.model import weights
+from gleam.retrieval.metrics import one_percent_rank, retrieval_metrics
 from gleam_cli.main import app
 from tests.support.training import tiny_encoder
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gleam.evaluation import metrics
-from gleam.evaluation.metrics import one_percent_rank, retrieval_metrics
+from gleam.retrieval import metrics
+from gleam.retrieval.metrics import one_percent_rank, retrieval_metrics
 
 
 def reference_metrics(sim: np.ndarray, q: np.ndarray, g: np.ndarray, ks: tuple[int, ...]) -> dict:

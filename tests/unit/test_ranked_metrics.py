@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gleam.evaluation.metrics import ranked_metrics, retrieval_metrics
+from gleam.retrieval.metrics import ranked_metrics, retrieval_metrics
 
 GALLERY = ["a", "b", "c", "d", "e", "f"]
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from gleam.evaluation.spread import (
+from gleam.retrieval.spread import (
     COLLAPSED_EFFECTIVE_RANK,
     COLLAPSED_MEAN_COSINE,
     SAMPLE,

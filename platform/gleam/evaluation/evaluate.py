@@ -34,12 +34,12 @@ from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.corpus.schema import Modality
 from gleam.errors import RefusedError
 from gleam.evaluation.grid import Candidate, GridRow, retrieval_grid
-from gleam.evaluation.metrics import COUNT_NAMES, retrieval_metrics
-from gleam.evaluation.spread import Spread, embedding_spread
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
 from gleam.model.transforms import eval_batch
+from gleam.retrieval.metrics import COUNT_NAMES, retrieval_metrics
+from gleam.retrieval.spread import Spread, embedding_spread
 from gleam.tracking import JobRun, job_run
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Through an index, each modality gets three rows: the index, exact search over the same vectors, and
 the gap (index minus exact, percentage points), so an approximation's cost reads off one table.
-The caption is the gallery's spread (`gleam.evaluation.spread`): "tile embeddings: mean cosine ...,
+The caption is the gallery's spread (`gleam.retrieval.spread`): "tile embeddings: mean cosine ...,
 effective rank ... (ok|COLLAPSED)", in bold red when the encoder has collapsed.
 """
 

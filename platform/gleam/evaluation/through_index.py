@@ -43,10 +43,10 @@ from gleam.evaluation.evaluate import (
     gallery_spread,
     split_queries,
 )
-from gleam.evaluation.metrics import COUNT_NAMES, one_percent_rank, ranked_metrics
 from gleam.index.catalog import IndexChecksumError, OpenedIndex, open_index
 from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
+from gleam.retrieval.metrics import COUNT_NAMES, one_percent_rank, ranked_metrics
 from gleam.tracking import JobRun
 
 log = logging.getLogger(__name__)

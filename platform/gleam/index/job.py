@@ -24,7 +24,6 @@ import pyarrow.compute as pc
 from gleam import tracking
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.errors import RefusedError
-from gleam.evaluation.spread import embedding_spread
 from gleam.index import build as faiss_build
 from gleam.index.calibrate import calibrate_on_queries, index_quality
 from gleam.index.catalog import read_meta
@@ -34,6 +33,7 @@ from gleam.index.factory import plan_index
 from gleam.index.layout import IndexLocation
 from gleam.index.lease import hold_lease
 from gleam.index.publish import clean_versions, point_current, read_embeddings, write_version
+from gleam.retrieval.spread import embedding_spread
 
 log = logging.getLogger(__name__)
 META_FORMAT = "gleam-index"

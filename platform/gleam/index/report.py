@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.table import Table
 
-from gleam.evaluation.spread import describe
 from gleam.index.calibrate import index_quality
 from gleam.index.job import IndexBuildResult
+from gleam.retrieval.spread import describe
 
 
 def build_table(result: IndexBuildResult) -> Table:

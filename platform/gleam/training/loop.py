@@ -226,7 +226,7 @@ class StepLogger:
 def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: TrainConfig) -> dict[str, float]:
     """Rank 0's retrieval metrics on the validation split, flattened as `val.<modality>.R_at_1`, and the
     spread of the validation tiles' embeddings as `val.spread.mean_cosine` / `val.spread.effective_rank`
-    (`gleam.evaluation.spread`: a collapsing encoder shows there before R@k says anything)."""
+    (`gleam.retrieval.spread`: a collapsing encoder shows there before R@k says anything)."""
     from gleam.corpus.reader import open_corpus
     from gleam.evaluation.evaluate import EmptySplitError, mlflow_metric_name, split_metrics
 
