@@ -96,3 +96,14 @@ def mlflow_client():
 def experiment_name(request: pytest.FixtureRequest) -> str:
     """A unique MLflow experiment per test, so tests can count their own runs."""
     return f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
+
+
+SERVICE_FIXTURES = frozenset({"s3_server", "s3_bucket", "ray_cluster", "mlflow_client", "experiment_name"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a real service (directly or through another fixture) `integration`,
+    so `-m 'not integration'` is the fast unit run whoever forgets the marker."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

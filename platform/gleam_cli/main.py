@@ -34,7 +34,7 @@ def run_guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except GleamError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, unbroken
         raise typer.Exit(exc.exit_code) from None
 
 

@@ -43,6 +43,17 @@ def test_bad_train_config_exits_2_naming_the_field(tmp_path: Path) -> None:
     assert no_steps.exit_code == 2 and "give exactly one of steps and epochs" in no_steps.output
 
 
+def test_missing_pretrained_weights_exit_3_in_one_line_before_any_worker(tmp_path: Path) -> None:
+    absent = str(tmp_path / "absent.safetensors")
+    encoder = {"backbone": "test_convnext", "embed_dim": 16, "pretrained": absent}
+    fields = {"name": "x", "corpus": "/nowhere", "modalities": ["drone"], "steps": 1, "encoder": encoder}
+    result = CliRunner().invoke(app, ["train", "--config", str(write(tmp_path / "t.yaml", fields))])
+    assert result.exit_code == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: pretrained weights not found"), result.output
+    assert "encoder.pretrained" in lines[0] and "Traceback" not in result.output
+
+
 def test_a_run_name_taken_by_another_config_exits_3(corpus: str, tmp_path: Path) -> None:
     fields = train_fields(corpus, tmp_path / "train", "unused")
     taken = storage.join(str(tmp_path / "train"), fields["name"], "gleam-train.json")

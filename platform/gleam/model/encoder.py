@@ -133,6 +133,9 @@ def build_backbone(spec: EncoderSpec) -> nn.Module:
     return timm.create_model(spec.backbone, **kwargs)
 
 
+_FIX_FIT = "pick weights made for this backbone, or set encoder.pretrained to null (random weights)"
+
+
 # --- pretrained backbone weights: a local file or the local Hugging Face cache, never the network ------
 
 
@@ -143,22 +146,30 @@ def load_pretrained_into(backbone: nn.Module, name: str, source: str) -> None:
     to our input grid, original-repo layouts are remapped); classifier weights are dropped. Any other
     missing or unexpected key is an error: a silently half-loaded backbone trains, badly.
     """
-    path = hf_cached_weights(name) if source == HF_CACHE else weights_file(source)
+    path = pretrained_weights_path(name, source)
     state = read_state_dict(path)
     try:
         state = _adapt_state_dict(backbone, state)
     except (KeyError, ValueError, RuntimeError) as exc:  # timm's filter met a layout it does not know
-        raise PretrainedWeightsError(f"{path} does not fit backbone {name}: {exc!r}") from None
+        raise PretrainedWeightsError(f"{path} does not fit backbone {name} ({exc!r}): {_FIX_FIT}") from None
     try:
         result = backbone.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
-        raise PretrainedWeightsError(f"{path} does not fit backbone {name}: {exc}") from None
+        raise PretrainedWeightsError(f"{path} does not fit backbone {name} ({exc}): {_FIX_FIT}") from None
     if result.missing_keys or result.unexpected_keys:
         raise PretrainedWeightsError(
             f"{path} does not fit backbone {name}: missing {_few(result.missing_keys)}, "
-            f"unexpected {_few(result.unexpected_keys)}"
+            f"unexpected {_few(result.unexpected_keys)}; {_FIX_FIT}"
         )
     logger.info("loaded pretrained weights for %s from %s", name, path)
+
+
+def pretrained_weights_path(name: str, source: str) -> Path:
+    """The file that `source` names for backbone `name`; raises PretrainedWeightsError saying what to fix.
+
+    Called on the driver before any worker starts, so a wrong path is one clear line, not a worker crash.
+    """
+    return hf_cached_weights(name) if source == HF_CACHE else weights_file(source)
 
 
 def weights_file(source: str | os.PathLike[str]) -> Path:
@@ -168,9 +179,15 @@ def weights_file(source: str | os.PathLike[str]) -> Path:
         for candidate in WEIGHT_FILES:
             if (path / candidate).is_file():
                 return path / candidate
-        raise PretrainedWeightsError(f"no weights file ({', '.join(WEIGHT_FILES)}) in folder {path}")
+        raise PretrainedWeightsError(
+            f"no weights file ({', '.join(WEIGHT_FILES)}) in folder {path}: put one there or point "
+            "encoder.pretrained at the file"
+        )
     if not path.is_file():
-        raise PretrainedWeightsError(f"pretrained weights not found: {path}")
+        raise PretrainedWeightsError(
+            f"pretrained weights not found: {path}; set encoder.pretrained to a weights file or folder, "
+            f"{HF_CACHE!r} (the local Hugging Face cache) or null"
+        )
     return path
 
 
@@ -191,7 +208,9 @@ def hf_cached_weights(name: str) -> Path:
 
     cfg = get_pretrained_cfg(name)
     if cfg is None or not cfg.hf_hub_id:
-        raise PretrainedWeightsError(f"timm knows no Hugging Face weights for {name!r}")
+        raise PretrainedWeightsError(
+            f"timm knows no Hugging Face weights for {name!r}: set encoder.pretrained to a file or null"
+        )
     repo, _, revision = cfg.hf_hub_id.partition("@")
     filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else list(WEIGHT_FILES)
     cache = hf_cache_dir()
@@ -215,14 +234,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise PretrainedWeightsError(
-            f"cannot read {path} as a weights-only torch checkpoint: {exc}"
+            f"cannot read {path} as a weights-only torch checkpoint ({exc}): convert it to .safetensors"
         ) from None
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]
             break
     if not isinstance(checkpoint, Mapping):
-        raise PretrainedWeightsError(f"{path} holds no state dict")
+        raise PretrainedWeightsError(f"{path} holds no state dict: point encoder.pretrained at weights")
     return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
 
 

@@ -28,6 +28,8 @@ from gleam.config import config_hash
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.errors import RefusedError, TrainingError
 from gleam.model import weights
+from gleam.model.encoder import pretrained_weights_path
+from gleam.model.spec import HF_CACHE
 from gleam.tracking import job_run, tracking_uri
 from gleam.training.config import TrainConfig
 from gleam.training.loop import ENCODER_DIR, train_worker
@@ -93,7 +95,11 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     if init is not None and not init.startswith("models:/"):
         init = storage.normalize(init)
     corpus = storage.normalize(config.corpus)
-    return config.model_copy(update={"corpus": corpus, "init": init, "storage_path": storage.normalize(root)})
+    encoder = config.encoder
+    if encoder is not None and encoder.pretrained not in (None, HF_CACHE):
+        encoder = encoder.model_copy(update={"pretrained": storage.normalize(encoder.pretrained)})
+    update = {"corpus": corpus, "init": init, "storage_path": storage.normalize(root), "encoder": encoder}
+    return config.model_copy(update=update)
 
 
 def run_dir(config: TrainConfig) -> str:
@@ -104,6 +110,8 @@ def run_dir(config: TrainConfig) -> str:
 def run_training(config: TrainConfig) -> TrainResult:
     """Train one phase on Ray Train and register the encoder; see the module docstring for re-runs."""
     config = absolute_paths(config)
+    if config.encoder is not None and config.encoder.pretrained is not None:
+        pretrained_weights_path(config.encoder.backbone, config.encoder.pretrained)  # here, not in a worker
     corpus = open_corpus(config.corpus)
     weights_by_modality = {m: w for m, w in config.weights().items() if w > 0}
     modalities = sorted(weights_by_modality)
