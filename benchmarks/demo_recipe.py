@@ -54,10 +54,10 @@ def main() -> None:
 
 def run(variants: dict[str, dict], root: Path) -> str:
     from gleam.cluster import init_ray
-    from gleam.config import PrepareConfig, WorldConfig, load_config
+    from gleam.config import PrepareConfig, load_config
     from gleam.corpus.prepare import prepare
     from gleam.corpus.reader import open_corpus
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
     from gleam.training.config import TrainConfig
     from gleam.training.phases import run_training
 
@@ -95,19 +95,19 @@ def _ratios(encoder_uri: str, corpus) -> tuple[dict[str, float], dict[str, float
     import pyarrow.compute as pc
 
     from gleam.corpus.schema import Modality
-    from gleam.evaluation.evaluate import _embed
     from gleam.model import weights
+    from gleam.model.embedding import embed_corpus
 
     encoder, spec, _ = weights.load(encoder_uri)
     encoder.eval()
-    tiles = _embed(corpus, "tiles", pc.scalar(True), Modality.SATELLITE, encoder, spec, 64)
+    tiles = embed_corpus(corpus, "tiles", pc.scalar(True), Modality.SATELLITE, encoder, spec, 64)
     split = dict(zip(*corpus.read("tiles", ["tile_id", "split"]).to_pydict().values(), strict=True))
     in_test = np.array([split[t] == "test" for t in tiles.ids])
     position = {t: i for i, t in enumerate(tiles.ids)}
     test, everything = {}, {}
     for modality in MODALITIES:
         where = (pc.field("split") == "test") & (pc.field("modality") == modality)
-        queries = _embed(corpus, "queries", where, Modality(modality), encoder, spec, 64)
+        queries = embed_corpus(corpus, "queries", where, Modality(modality), encoder, spec, 64)
         own = np.array([position[t] for t in queries.labels])
         scores = queries.vectors @ tiles.vectors.T
         everything[modality] = float(np.mean(scores.argmax(1) == own)) * len(tiles.ids)

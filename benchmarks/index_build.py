@@ -7,10 +7,13 @@ build runs in a child process (ours in this venv, autofaiss in `.venv-autofaiss`
 with a time limit, and writes its index file; this process then loads both files and measures them
 alike: index bytes (the file), recall@10 against exact search on the same held-out queries (drawn from
 the same clusters, in neither the set nor any training sample) and queries/s of one batch search, with
-the search parameters each builder chose and, for autofaiss's index, with ours too. Our parameters come
-from `tune` as in the build job (recall floor 0.95 on 1000 held-out vectors of the set).
+the search parameters each builder chose and, for autofaiss's index, with ours too. Our parameters and
+the build's own recall come from `train_and_add` with the build job's recall check (floor 0.95 on 1000
+vectors of the set held out of the index until `tune` is done); the table puts that recall next to the
+fresh-query recall of the finished index at the same parameters, which must agree within 0.01.
 
-Kinds: `flat` (key Flat), `hnsw` (HNSW32,Flat) and `ivfpq` (the key `plan_index` chooses when the raw
+Kinds: `flat` (key Flat), `ivf` (the key `plan_index` chooses when the raw vectors fit the budget:
+IVF<nlist>,Flat), `hnsw` (HNSW32,Flat) and `ivfpq` (the key `plan_index` chooses when the raw
 vectors exceed the memory budget; the budget is set to a quarter of the raw size, which gives
 OPQ64,IVF<nlist>,PQ64). autofaiss gets the same key, except that an OPQ key is spelled with its output
 dimension (OPQ64_<dim>: the same transform), the only spelling autofaiss's inner-product index factory
@@ -60,7 +63,8 @@ RECALL_FLOOR = 0.95  # the build job's default (IndexBuildConfig.recall.floor)
 TUNE_QUERIES = 1000  # the build job's default recall sample
 RAY_CPUS = 2  # the local Ray cluster of the embedding part
 HNSW_KEY = "HNSW32,Flat"
-KINDS = ("flat", "hnsw", "ivfpq")
+KINDS = ("flat", "ivf", "hnsw", "ivfpq")
+AGREEMENT = 0.01  # the build's held-out recall and the fresh-query recall must agree this closely
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,8 @@ class Build:
     total_seconds: float | None = None  # everything the builder does after it has the vectors
     index_bytes: int | None = None
     params: dict[str, int] = field(default_factory=dict)  # search parameters the builder chose
-    recall: float | None = None
+    recall: float | None = None  # on the fresh evaluation queries
+    build_recall: float | None = None  # what the build job's own check reported (ours only)
     qps: float | None = None
     note: str = ""
 
@@ -146,6 +151,8 @@ def plan_for(kind: str, n: int, dim: int) -> Any:
     raw = n * (dim * FLOAT_BYTES + ID_BYTES)
     if kind == "flat":
         return plan_index(n, dim, raw, force_key="Flat")
+    if kind == "ivf":
+        return plan_index(n, dim, raw, exact_limit=0)  # raw vectors fit: the planner's inverted lists
     if kind == "hnsw":
         return plan_index(n, dim, raw, force_key=HNSW_KEY)
     if kind == "ivfpq":
@@ -162,24 +169,28 @@ def autofaiss_key(key: str, dim: int) -> str:
 
 
 def build_worker(spec_path: str) -> None:
-    """Child process: train_and_add as the build job does, then write the index and the timings."""
+    """Child process: train_and_add with the build job's recall check, then write the index and timings."""
     import faiss
 
-    from gleam.index.build import train_and_add
+    from gleam.index.build import RecallTarget, train_and_add
     from gleam.index.factory import IndexPlan
 
     spec = json.loads(Path(spec_path).read_text())
     faiss.omp_set_num_threads(spec["threads"])
     vectors = np.load(spec["vectors"], mmap_mode="r")
-    built = train_and_add(vectors, IndexPlan(**spec["plan"]), seed=0, use_gpu=False)
+    target = RecallTarget(k=K, floor=RECALL_FLOOR, sample=TUNE_QUERIES, seed=1)  # the job's: seed + 1
+    built = train_and_add(vectors, IndexPlan(**spec["plan"]), seed=0, use_gpu=False, recall=target)
+    assert built.recall is not None
     started = time.perf_counter()
     faiss.write_index(built.index, spec["index_path"])
-    np.save(spec["trained_on"], built.trained_on)
     result = {
         "train_seconds": built.train_seconds,
         "add_seconds": built.add_seconds,
+        "check_seconds": built.check_seconds,
         "write_seconds": time.perf_counter() - started,
         "search_params": built.search_params,
+        "recall": built.recall.recall,
+        "recall_queries": built.recall.queries,
     }
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -216,19 +227,6 @@ class Measure:
         started = time.perf_counter()
         self.exact = exact_neighbours(vectors, queries, K)
         self.exact_seconds = time.perf_counter() - started
-        self._tune_truth: dict[bytes, np.ndarray] = {}
-
-    def tune(self, index: Any, trained_on: np.ndarray, start: dict[str, int]) -> tuple[dict[str, int], float]:
-        """The build job's recall check: held-out vectors of the set, exact top-k, then `tune`."""
-        from gleam.index.build import exact_neighbours, held_out_queries, tune
-
-        started = time.perf_counter()
-        held = held_out_queries(len(self.vectors), trained_on, TUNE_QUERIES, seed=1)
-        truth = self._tune_truth.get(held.tobytes())
-        if truth is None:
-            truth = self._tune_truth[held.tobytes()] = exact_neighbours(self.vectors, self.vectors[held], K)
-        report = tune(index, self.vectors[held], truth, K, RECALL_FLOOR, start)
-        return report.search_params, time.perf_counter() - started
 
     def search(self, index: Any, params: dict[str, int] | str) -> tuple[float, float]:
         """recall@K on the held-out queries, and queries/s of batch searches (repeated to min_seconds)."""
@@ -323,6 +321,8 @@ class Bench:
             ours = self.ours(config, plan, path, measure)
             config.builds.append(ours)
             self.say(f"  {kind} gleam: {ours}")
+            if ours.recall is not None and ours.build_recall is not None:
+                self.say(f"  {kind} recall@{K}: {agreement_text(ours)}")
             if self.args.autofaiss:
                 theirs = self.autofaiss(config, plan, folder, measure, ours)
                 config.builds.extend(theirs)
@@ -415,7 +415,6 @@ class Bench:
             "plan": asdict(plan),
             "threads": self.args.threads,
             "index_path": str(folder / "index.faiss"),
-            "trained_on": str(folder / "trained_on.npy"),
             "result": str(folder / "result.json"),
         }
         (folder / "spec.json").write_text(json.dumps(spec))
@@ -431,11 +430,10 @@ class Bench:
         self.record("gleam", config, plan.key, plan.train_size, build.train_seconds, build.add_seconds)
         build.index_bytes = (folder / "index.faiss").stat().st_size
         index = faiss.read_index(spec["index_path"])
-        trained_on = np.load(spec["trained_on"])
-        build.params, tune_seconds = measure.tune(index, trained_on, result["search_params"])
-        build.total_seconds = build.build_seconds + result["write_seconds"] + tune_seconds
+        build.params, build.build_recall = result["search_params"], result["recall"]
+        build.total_seconds = build.build_seconds + result["write_seconds"] + result["check_seconds"]
         build.recall, build.qps = measure.search(index, build.params)
-        config.extra["tune_seconds"] = tune_seconds
+        config.extra["check_seconds"] = result["check_seconds"]
         del index
         shutil.rmtree(folder, ignore_errors=True)
         return build
@@ -545,12 +543,12 @@ def embed_throughput(args: argparse.Namespace, workdir: Path) -> tuple[str, list
     import torch
 
     from gleam.cluster import init_ray
-    from gleam.config import WorldConfig
     from gleam.corpus.reader import open_corpus
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
     from gleam.index.config import EmbedConfig
-    from gleam.index.embed import embed_tile_images, embed_tiles
+    from gleam.index.embed import embed_tiles
     from gleam.model import weights
+    from gleam.model.embedding import embed_images
     from gleam.model.encoder import GleamEncoder
     from gleam.model.spec import EncoderSpec
 
@@ -582,13 +580,13 @@ def embed_throughput(args: argparse.Namespace, workdir: Path) -> tuple[str, list
     torch.set_num_threads(1)
     encoder, loaded_spec, _ = weights.load(encoder_uri)
     images = table["image"].to_pylist()
-    embed_tile_images(encoder, loaded_spec, images[: args.embed_batch], "fp32")  # warm-up, not timed
+    embed_images(encoder, loaded_spec, images[: args.embed_batch], "satellite", "fp32")  # warm-up, not timed
     started = time.perf_counter()
     for start in range(0, len(images), args.embed_batch):
-        embed_tile_images(encoder, loaded_spec, images[start : start + args.embed_batch], "fp32")
+        embed_images(encoder, loaded_spec, images[start : start + args.embed_batch], "satellite", "fp32")
     loop_seconds = time.perf_counter() - started
     loop_rate = len(images) / loop_seconds
-    label = "one-process loop over JPEG bytes in memory (embed_tile_images), 1 torch thread"
+    label = "one-process loop over JPEG bytes in memory (embed_images), 1 torch thread"
     rows.append([label, "-", len(images), f"{loop_seconds:.1f}", f"{loop_rate:.0f}", "1.00", "", ""])
     del encoder, images
     torch.set_num_threads(threads)
@@ -639,6 +637,47 @@ def embed_throughput(args: argparse.Namespace, workdir: Path) -> tuple[str, list
 # --- report ---------------------------------------------------------------------------------------------
 
 
+def agreement_text(build: Build) -> str:
+    """The build's own (held-out) recall next to the fresh-query recall at the same parameters."""
+    assert build.recall is not None and build.build_recall is not None
+    diff = build.build_recall - build.recall
+    verdict = "agree" if abs(diff) <= AGREEMENT else "DISAGREE"
+    return (
+        f"build's check {build.build_recall:.3f} vs fresh queries {build.recall:.3f} at"
+        f" {params_text(build.params)}: {diff:+.3f} ({verdict} within {AGREEMENT})"
+    )
+
+
+def agreement_header() -> list[str]:
+    return [
+        "vectors", "dim", "kind", "index key", "search params", f"build's check recall@{K}",
+        f"fresh recall@{K}", "check - fresh", f"within {AGREEMENT}",
+    ]  # fmt: skip
+
+
+def agreement_rows(results: list[Config]) -> list[list[object]]:
+    rows = []
+    for config in results:
+        for build in config.builds:
+            if build.builder != "gleam" or build.recall is None or build.build_recall is None:
+                continue
+            diff = build.build_recall - build.recall
+            rows.append(
+                [
+                    f"{config.n:,}",
+                    config.dim,
+                    config.kind,
+                    f"`{build.key}`",
+                    params_text(build.params),
+                    f"{build.build_recall:.3f}",
+                    f"{build.recall:.3f}",
+                    f"{diff:+.3f}",
+                    "yes" if abs(diff) <= AGREEMENT else "**no**",
+                ]
+            )
+    return rows
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -686,7 +725,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000", help="vector counts, comma-separated")
     parser.add_argument("--dims", default="512,1024", help="dimensions, comma-separated")
     parser.add_argument("--sets", default=None, help="NxDIM pairs instead of sizes x dims, e.g. 100000x1024")
-    parser.add_argument("--kinds", default=",".join(KINDS), help="flat,hnsw,ivfpq")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="flat,ivf,hnsw,ivfpq")
     parser.add_argument("--no-autofaiss", dest="autofaiss", action="store_false")
     parser.add_argument("--no-embed", dest="embed", action="store_false", help="skip the embedding part")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="FAISS OpenMP threads")
@@ -773,17 +812,24 @@ def report(
         f" {args.threads} OpenMP thread(s) for every build and search, inner product. recall@{K}: share of"
         f" the exact top-{K} found, on {args.queries} fresh queries from the same clusters (in no set, no"
         f" training sample); queries/s: one batch of those {args.queries} queries, repeated for at least"
-        f" {args.min_search_seconds:g} s, in this process. Our search params: `tune` as in the build job"
-        f" (floor {RECALL_FLOOR} on {TUNE_QUERIES} held-out vectors of the set; the widest setting when the"
-        " floor is out of reach); autofaiss's: what it chose (its own target: 10 ms/query)."
+        f" {args.min_search_seconds:g} s, in this process. Our search params: the build job's recall check"
+        f" (`tune` to floor {RECALL_FLOOR} on {TUNE_QUERIES} vectors of the set held out of the index until"
+        " it is done; the widest setting when the floor is out of reach); autofaiss's: what it chose (its"
+        " own target: 10 ms/query)."
         " train+add s: ours `train_and_add` (train incl. reading the sample; add in 65536-vector batches),"
         " autofaiss's `Timeit` stages for reading training vectors, training and adding; x autofaiss: ours /"
-        " autofaiss (below 1: ours faster). whole build s: ours train+add+write+recall check (exact"
-        " ground truth and `tune`), autofaiss the whole `build_index` call (train, add, its parameter search,"
+        " autofaiss (below 1: ours faster). whole build s: ours train+add+recall check (exact ground truth"
+        " and `tune`)+write, autofaiss the whole `build_index` call (train, add, its parameter search,"
         " its metrics, write). index MiB: the written file.",
         f"Budget {args.budget_min:g} min per build (see the script's docstring for the estimate);"
         f" index part took {seconds / 60:.0f} min in all.",
         markdown_table(header, index_rows(bench.results)),
+        f"The build's own recall check against fresh queries, per kind: `build's check` is the recall@{K}"
+        f" `train_and_add` reported ({TUNE_QUERIES} vectors of the set, at most a tenth of it, held out of"
+        f" the index until `tune` was done, exact top-{K} over the rest), `fresh` the finished index's"
+        f" recall@{K} at the same parameters on the {args.queries} evaluation queries; they must agree"
+        f" within {AGREEMENT}.",
+        markdown_table(agreement_header(), agreement_rows(bench.results)),
     ]
     if bench.log:
         parts.append("\n".join(f"- {line}" for line in bench.log))

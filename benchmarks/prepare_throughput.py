@@ -20,11 +20,11 @@ from report import append_section, markdown_table
 
 from gleam import storage
 from gleam.cluster import init_ray
-from gleam.config import PrepareConfig, WorldConfig, load_config
+from gleam.config import PrepareConfig, load_config
 from gleam.corpus.images import process_image
 from gleam.corpus.listing import build_listing
 from gleam.corpus.prepare import prepare
-from gleam.corpus.world import generate_world
+from gleam.corpus.world import WorldConfig, generate_world
 
 
 def enlarge_originals(raw: Path, side: int) -> int:

@@ -130,9 +130,9 @@ def build_world(args: argparse.Namespace, workdir: Path) -> World:
     """World -> prepared corpus -> random-init encoder -> published index, with library calls only."""
     import torch
 
-    from gleam.config import WorldConfig, load_config
+    from gleam.config import load_config
     from gleam.corpus.reader import open_corpus
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
     from gleam.index.config import IndexBuildConfig
     from gleam.index.job import build_index
     from gleam.model import weights

@@ -54,9 +54,10 @@ def main() -> None:
 
 def run(args: argparse.Namespace, root: Path) -> str:
     from gleam.cluster import init_ray
-    from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+    from gleam.config import PrepareConfig, load_config
     from gleam.corpus.prepare import prepare
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
+    from gleam.evaluation.config import EvaluateConfig
     from gleam.evaluation.evaluate import evaluate
     from gleam.training.config import TrainConfig
     from gleam.training.phases import run_training

@@ -283,9 +283,9 @@ def ray_environment(root: str) -> None:
 
 def build_corpus(root: str, locations: int, size: int) -> str:
     """A prepared synthetic world at `size` px (panoramas 2x wide); returns its URI."""
-    from gleam.config import PrepareConfig, WorldConfig, load_config
+    from gleam.config import PrepareConfig, load_config
     from gleam.corpus.prepare import prepare
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
 
     generate_world(
         WorldConfig(output=f"{root}/raw", locations=locations, tile_size=size, query_size=size, seed=1)

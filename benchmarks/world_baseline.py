@@ -2,7 +2,8 @@
 
 Generates a world in one process (timed), then matches every query to every satellite tile by a 3-D
 RGB colour histogram (8x8x8 bins) under two similarities, histogram intersection and chi-square, and
-reports R@1 and R@5 per query modality next to chance. A corpus that such a baseline solved would
+reports R@1 and R@5 per query modality next to chance, scored by the platform's retrieval metrics
+(ties count against the query, as in evaluation). A corpus that such a baseline solved would
 teach a model nothing about geometry; the figures must stay far below 100 %.
 
     .venv/bin/python benchmarks/world_baseline.py --locations 200
@@ -19,11 +20,10 @@ import time
 import numpy as np
 from report import append_section, markdown_table
 
-from gleam.config import WorldConfig
 from gleam.corpus import world
 from gleam.corpus.schema import Modality
-
-METRICS = ("intersection", "chi2")
+from gleam.corpus.world import WorldConfig
+from gleam.corpus.world.baseline import METRICS
 
 
 def parse_args() -> argparse.Namespace:

@@ -4,11 +4,14 @@ A request is the prepared JPEGs of one place in one modality; the batch groups e
 by modality (one forward per modality) and answers each request with its own fused unit vector: the
 normalised mean of its images' embeddings, which is the centroid on the sphere, the fusion that keeps
 a set's inner products comparable to single images'.
+
+Images become vectors through `gleam.model.embedding.embed_images` under its precision policy ("auto":
+bf16/fp16 autocast on GPU, fp32 on CPU), the same path the index build embedded the tiles with, so a
+query's similarity to a tile means here what it meant when the index and its calibration were built.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from typing import Any
 
@@ -25,6 +28,13 @@ def fuse(vectors: np.ndarray) -> np.ndarray:
     mean = vectors.astype(np.float32).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     return mean / norm if norm > 1e-12 else vectors[0].astype(np.float32)
+
+
+def _in_ray_worker() -> bool:
+    """True in a Serve replica; asking Ray's runtime context elsewhere would start a local Ray instance."""
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
 
 
 @serve.deployment(
@@ -48,18 +58,18 @@ class QueryEncoder:
 
         from gleam import runtime_env
         from gleam.model import weights
+        from gleam.model.embedding import resolve_precision
 
         runtime_env.apply(locations)  # the builder's registry, whatever this replica's folder
 
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-        torch.set_num_threads(max(1, round(cpus)))
+        if _in_ray_worker():  # a replica: threads for its CPU share; constructed in-process: torch's default
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+            torch.set_num_threads(max(1, round(cpus)))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder, self.spec, self.info = weights.load(
             encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
         )
-        self.autocast_dtype = None
-        if self.device.type == "cuda":
-            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.precision = resolve_precision("auto", self.device.type)
         self.reconfigure({"batching": BatchSettings.model_validate(batching).model_dump()})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -95,18 +105,9 @@ class QueryEncoder:
         return [fuse(np.stack(per_request[number])) for number in range(len(requests))]
 
     def _forward(self, modality: str, images: list[bytes]) -> np.ndarray:
-        import torch
+        from gleam.model.embedding import embed_images
 
-        from gleam.model.transforms import eval_batch
-
-        batch = eval_batch(images, modality, self.spec).to(self.device)
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.autocast_dtype)
-            if self.autocast_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), autocast:
-            return self.encoder(batch).float().cpu().numpy()
+        return embed_images(self.encoder, self.spec, images, modality, self.precision)
 
     def evidence(self, query_images: list[bytes], modality: str, tile_image: bytes, heatmap: bool) -> dict:
         """Similarity of the (fused) query to the tile, and where their feature maps agree."""

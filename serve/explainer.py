@@ -50,17 +50,13 @@ class Explainer:
         language: str,
         evidence: dict[str, Any],
     ) -> dict[str, Any]:
+        from dataclasses import fields
+
         from gleam.explain.evidence import Evidence
 
-        facts = Evidence(
-            similarity=float(evidence["similarity"]),
-            threshold=evidence.get("threshold"),
-            rank=evidence.get("rank"),
-            margin=evidence.get("margin"),
-            heatmap_png=evidence.get("heatmap_png"),
-            calibration=evidence.get("calibration"),
-            quality=evidence.get("quality"),
-        )
+        known = {field.name for field in fields(Evidence)}  # the encoder's figures and the index's context
+        facts = Evidence(**{key: value for key, value in evidence.items() if key in known})
+        facts.similarity = float(facts.similarity)
         return self.gleam_x.explain(query_images, satellite, modality, language, facts).to_json()
 
     def check_health(self) -> None:

@@ -8,6 +8,15 @@ refused and the replica keeps serving the one it has (and says so in `status`). 
 Every answer carries the version's `quality` (`gleam.index.calibrate.index_quality`: collapsed tile
 embeddings or a calibration at chance, from meta.json; unknown for indexes built before they were
 recorded), so a client can see that an index's scores cannot tell places apart.
+
+An explanation needs several facts from the index (the tile's image and coordinates, the calibration and
+fitted confidence for the modality, the tile's rank): `context` (and `search(..., explain=modality)` for
+the top candidate) returns all of them from one version in one call, with that version, so a request
+cannot take its tile from one version and its calibration from the next.
+
+`check_health` asks the loaded index the question it answered right after its checksum was verified (a
+fixed probe vector) and fails when the answer changed, the index is empty or its tile map is out of step,
+so Serve replaces a replica whose index broke instead of routing requests to it.
 """
 
 from __future__ import annotations
@@ -23,6 +32,41 @@ import numpy as np
 from ray import serve
 
 log = logging.getLogger("ray.serve")
+RANK_DEPTH = 100  # how many candidates are searched for the rank of an explained tile
+CANARY_K = 5
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A fixed question to the index and the answer it gave once verified: `check` asks it again."""
+
+    probe: np.ndarray  # (1, dim) unit vector, the same for every version of a dimension
+    tiles: tuple[str, ...]
+    scores: np.ndarray
+
+    @classmethod
+    def record(cls, opened: Any) -> Canary:
+        probe = np.random.default_rng(0).standard_normal((1, opened.dim)).astype(np.float32)
+        probe /= np.linalg.norm(probe)
+        scores, tiles = opened.search(probe, CANARY_K)
+        found = tuple(t for t in tiles[0] if t is not None)
+        if not found:
+            raise RuntimeError(f"index {opened.name} {opened.version} is empty: a search finds no tile")
+        return cls(probe, found, scores[0][: len(found)])
+
+    def check(self, opened: Any) -> None:
+        """Raise RuntimeError when the index is empty, out of step with its tiles, or answers differently."""
+        where = f"index {opened.name} {opened.version}"
+        total = int(opened.index.ntotal)
+        if total == 0 or total != len(opened):
+            raise RuntimeError(f"{where}: {total} vectors for {len(opened)} tiles")
+        scores, tiles = opened.search(self.probe, CANARY_K)
+        got = tuple(t for t in tiles[0] if t is not None)
+        if got != self.tiles or not np.allclose(scores[0][: len(got)], self.scores, atol=1e-4):
+            raise RuntimeError(
+                f"{where} no longer gives the answer it gave when loaded: {list(got)} instead of "
+                f"{list(self.tiles)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -31,6 +75,7 @@ class _Loaded:
     tiles: Any  # gleam.index.tiles.TileImages
     loaded_at: float
     quality: dict[str, Any]  # gleam.index.calibrate.index_quality over all modalities
+    canary: Canary
 
 
 def _coordinate(value: float) -> float | None:
@@ -82,7 +127,8 @@ class SatelliteIndex:
         quality = index_quality(opened.meta.get("spread"), opened.meta.get("calibration"))
         if quality["warning"]:
             log.warning("index %s %s: %s", self.name, opened.version, quality["warning"])
-        return _Loaded(opened, TileImages(opened.meta["corpus"]), time.time(), quality)
+        canary = Canary.record(opened)  # refuses an empty index
+        return _Loaded(opened, TileImages(opened.meta["corpus"]), time.time(), quality, canary)
 
     def _wanted(self) -> str | None:
         if self.pinned:
@@ -131,28 +177,27 @@ class SatelliteIndex:
 
     # --- queries -------------------------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, k: int) -> dict[str, Any]:
+    def search(self, vector: np.ndarray, k: int, explain: str | None = None) -> dict[str, Any]:
+        """Top-k; with `explain` (the query modality), also the top candidate's `context`, same version."""
         active = self._active
         scores, tiles = active.opened.search(vector, k)
-        return {**self._label(active), "candidates": self._candidates(active, scores[0], tiles[0])}
+        candidates = self._candidates(active, scores[0], tiles[0])
+        found = {**self._label(active), "candidates": candidates}
+        if explain is not None and candidates:
+            found["context"] = self._context(active, vector, explain, candidates[0]["tile_id"])
+        return found
 
-    def rank_of(self, vector: np.ndarray, tile_id: str, depth: int = 100) -> dict[str, Any]:
-        """Where `tile_id` ranks for this query, its score, and its margin over the best other tile."""
-        active = self._active
-        depth = max(2, min(depth, len(active.opened)))
-        scores, tiles = active.opened.search(vector, depth)
-        ranked = [(t, float(s)) for t, s in zip(tiles[0], scores[0], strict=True) if t is not None]
-        ids = [t for t, _ in ranked]
-        rank = ids.index(tile_id) + 1 if tile_id in ids else None
-        margin = None
-        if rank is not None:
-            others = [s for t, s in ranked if t != tile_id]
-            margin = ranked[rank - 1][1] - others[0] if others else None
-        return {**self._label(active), "rank": rank, "depth": depth, "margin": margin}
+    def context(self, vector: np.ndarray, modality: str, tile_id: str | None) -> dict[str, Any]:
+        """What one explanation needs from one version: its label, `tile` (None when it is not held or
+        not named) and `evidence` (calibration, fitted confidence, quality, and rank/margin/depth)."""
+        return self._context(self._active, vector, modality, tile_id)
 
     def tile(self, tile_id: str) -> dict[str, Any] | None:
         """The tile's JPEG and coordinates, or None when this index does not hold it."""
-        active = self._active
+        return self._tile(self._active, tile_id)
+
+    @staticmethod
+    def _tile(active: _Loaded, tile_id: str) -> dict[str, Any] | None:
         position = active.opened.position(tile_id)
         if position is None:
             return None
@@ -183,8 +228,11 @@ class SatelliteIndex:
         }
 
     def check_health(self) -> None:
-        if self._active is None or not self._poller.is_alive():
-            raise RuntimeError(f"index {self.name}: no version loaded or follower stopped")
+        """Fails when the follower died or the loaded index no longer answers as it did when verified."""
+        if not self._poller.is_alive():
+            raise RuntimeError(f"index {self.name}: the thread following CURRENT has stopped")
+        active = self._active
+        active.canary.check(active.opened)
 
     def __del__(self) -> None:
         self._stop.set()
@@ -198,6 +246,33 @@ class SatelliteIndex:
             "encoder_fingerprint": active.opened.encoder_fingerprint,
             "quality": active.quality,
         }
+
+    @classmethod
+    def _context(
+        cls, active: _Loaded, vector: np.ndarray, modality: str, tile_id: str | None
+    ) -> dict[str, Any]:
+        from gleam.index.calibrate import evidence_facts
+
+        evidence = evidence_facts(active.opened.meta, modality)
+        evidence.update(rank=None, margin=None, depth=None)
+        tile = cls._tile(active, tile_id) if tile_id is not None else None
+        if tile is not None:
+            evidence.update(cls._rank(active, vector, tile_id))
+        return {**cls._label(active), "tile": tile, "evidence": evidence}
+
+    @staticmethod
+    def _rank(active: _Loaded, vector: np.ndarray, tile_id: str) -> dict[str, Any]:
+        """Where `tile_id` ranks among the RANK_DEPTH best candidates (None beyond), and its margin."""
+        depth = max(2, min(RANK_DEPTH, len(active.opened)))
+        scores, tiles = active.opened.search(vector, depth)
+        ranked = [(t, float(s)) for t, s in zip(tiles[0], scores[0], strict=True) if t is not None]
+        ids = [t for t, _ in ranked]
+        rank = ids.index(tile_id) + 1 if tile_id in ids else None
+        margin = None
+        if rank is not None:
+            others = [s for t, s in ranked if t != tile_id]
+            margin = ranked[rank - 1][1] - others[0] if others else None
+        return {"rank": rank, "margin": margin, "depth": depth}
 
     @staticmethod
     def _candidates(active: _Loaded, scores: np.ndarray, tiles: np.ndarray) -> list[dict[str, Any]]:

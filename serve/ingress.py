@@ -3,6 +3,8 @@
 Every client mistake is an `APIError` -> a 4xx JSON body naming the field; anything else is logged with
 a request id and answered with a 500 that carries only that id (no stack trace ever leaves the replica).
 `GLEAM_API_TOKEN`, when set in the replica's environment, is required as a bearer token on /v1/*.
+An explanation takes everything it knows about the index (tile, calibration, confidence, rank) from one
+SatelliteIndex call, so from one index version, and says which (`index` in the explanation).
 
 No `from __future__ import annotations` here: Serve rebuilds the route methods' signatures, and
 FastAPI must see real classes (a string "Request" would turn into a required body field).
@@ -24,7 +26,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gleam.index.calibrate import index_quality, threshold_for
 from serve.requests import APIError, explain_query, localize_query, prepare_images
 from serve.settings import API_TOKEN_ENV, MAX_K, ServeArgs
 
@@ -190,33 +191,24 @@ class Ingress:
         jpegs: list[bytes],
         modality: str,
         language: str,
-        vector: Any,
-        tile_id: str | None,
-        satellite: bytes | None,
+        context: dict[str, Any],
+        satellite: bytes | None = None,
     ) -> dict[str, Any]:
-        tile: dict[str, Any] | None = None
-        if tile_id is not None:
-            tile = await self.index.tile.remote(tile_id)
-            if tile is None:
-                raise APIError(404, "unknown_tile", f"tile {tile_id!r} is not in the served index", "tile_id")
+        """The answer for the context's tile (or the uploaded `satellite`), on the context's index version."""
+        tile = context["tile"]
+        if tile is not None:
             satellite = tile["image"]
         else:
             satellite = (await self._prepared([satellite], "satellite", "satellite"))[0]
         evidence = await self.encoder.evidence.remote(jpegs, modality, satellite, self.args.explainer.heatmap)
-        status = await self.index.status.remote()
-        calibration = status.get("calibration")
-        evidence["threshold"] = threshold_for(calibration, modality)
-        evidence["calibration"] = calibration
-        # collapsed tile embeddings or a calibration at chance: the evidence answer gives no verdict
-        evidence["quality"] = index_quality(status.get("spread"), calibration, modality)
-        evidence["rank"] = evidence["margin"] = None
-        if tile_id is not None:
-            ranked = await self.index.rank_of.remote(vector, tile_id)
-            evidence["rank"], evidence["margin"] = ranked["rank"], ranked["margin"]
+        # threshold, calibration, fitted confidence, quality (no verdict on an index that cannot tell
+        # places apart), rank, margin, depth: all from the version that also gave the tile
+        evidence.update(context["evidence"])
         answer = await self.explainer.explain.remote(jpegs, satellite, modality, language, evidence)
-        answer["tile_id"] = tile_id
+        answer["tile_id"] = tile["tile_id"] if tile is not None else None
         if tile is not None:
             answer["lat"], answer["lon"] = tile["lat"], tile["lon"]
+        answer["index"] = {"name": context["index"], "version": context["version"]}
         return answer
 
     def _labels(self, found: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +240,8 @@ class Ingress:
         query = await localize_query(request, self.args.limits, self.args.default_k)
         jpegs = await self._prepared(query.images, query.modality)
         vector = await self.encoder.embed.remote((query.modality, jpegs))
-        found = await self.index.search.remote(vector, query.k)
+        # with explain, the top candidate's context comes from the same call, so the same index version
+        found = await self.index.search.remote(vector, query.k, query.modality if query.explain else None)
         body: dict[str, Any] = {
             "modality": query.modality,
             "images": len(jpegs),
@@ -256,10 +249,9 @@ class Ingress:
             "candidates": found["candidates"],
             **self._labels(found, await self._encoder()),
         }
-        if query.explain and found["candidates"]:
-            top = found["candidates"][0]["tile_id"]
+        if "context" in found:
             body["explanation"] = await self._explanation(
-                jpegs, query.modality, query.language, vector, top, None
+                jpegs, query.modality, query.language, found["context"]
             )
         body["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return JSONResponse(body)
@@ -273,9 +265,12 @@ class Ingress:
         query = await explain_query(request, self.args.limits)
         jpegs = await self._prepared(query.images, query.modality)
         vector = await self.encoder.embed.remote((query.modality, jpegs))
-        answer = await self._explanation(
-            jpegs, query.modality, query.language, vector, query.tile_id, query.satellite
-        )
+        context = await self.index.context.remote(vector, query.modality, query.tile_id)
+        if query.tile_id is not None and context["tile"] is None:
+            raise APIError(
+                404, "unknown_tile", f"tile {query.tile_id!r} is not in the served index", "tile_id"
+            )
+        answer = await self._explanation(jpegs, query.modality, query.language, context, query.satellite)
         answer["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return JSONResponse(answer)
 

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 
-from gleam.config import ImageLimits
+from gleam.corpus.config import ImageLimits
 from gleam.corpus.images import process_image
 from gleam.corpus.schema import Modality
 from serve.settings import MAX_K, UploadLimits

@@ -106,6 +106,11 @@ def resolve(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     return filesystem_for(uri), uri
 
 
+def _s3fs_from_env() -> Any:
+    endpoint, region = s3_settings()
+    return _s3fs(endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"))
+
+
 def open_ranged(uri: str, block_size: int = 256 * 1024) -> BinaryIO:
     """A seekable binary reader that fetches only what is read: S3 in cached blocks of `block_size`.
 
@@ -115,9 +120,21 @@ def open_ranged(uri: str, block_size: int = 256 * 1024) -> BinaryIO:
     """
     uri = normalize(uri)
     if is_s3(uri):
-        endpoint, region = s3_settings()
-        fs = _s3fs(endpoint, region, os.environ.get("AWS_ACCESS_KEY_ID"))
-        return fs.open(uri[len("s3://") :], "rb", block_size=block_size, cache_type="blockcache")
+        path = uri[len("s3://") :]
+        return _s3fs_from_env().open(path, "rb", block_size=block_size, cache_type="blockcache")
+    return open(uri, "rb")  # the caller owns and closes it
+
+
+def open_input(uri: str) -> BinaryIO:
+    """A reader whose errors are the store's own, for callers that must tell a failing store from a bad
+    object (gleam.storage_errors): FileNotFoundError only for an absent object, PermissionError for a
+    denied one, the store's failure as raised. `resolve(uri)[0].open_input_stream` cannot be used for
+    that on S3: pyarrow's fsspec wrapper asks `isfile` first and reports any failed lookup (a 503, a
+    reset connection) as FileNotFoundError. On S3 a read fetches what it asks for, nothing ahead.
+    """
+    uri = normalize(uri)
+    if is_s3(uri):
+        return _s3fs_from_env().open(uri[len("s3://") :], "rb", cache_type="none")
     return open(uri, "rb")  # the caller owns and closes it
 
 

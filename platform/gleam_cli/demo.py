@@ -22,7 +22,9 @@ from rich.console import Console
 
 from gleam import storage, tracking
 from gleam.cluster import init_ray, logs_dir
-from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
+from gleam.evaluation.config import EvaluateConfig
 from gleam.progress import running
 
 STEPS = 8
@@ -31,7 +33,7 @@ STEPS = 8
 def run_demo(configs: Path, console: Console) -> None:
     from gleam.corpus.prepare import prepare
     from gleam.corpus.summary import manifest_table
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
 
     started = time.perf_counter()
     init_ray()  # before the world: its renderer fans out over Ray tasks when a cluster is up

@@ -15,8 +15,10 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.errors import GleamError
+from gleam.evaluation.config import EvaluateConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLEAM platform jobs.")
 console = Console(stderr=False)
@@ -28,6 +30,7 @@ ConfigOption = Annotated[
 SetOption = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)")
 ]
+
 
 def run_guarded(action: Callable[[], T]) -> T:
     """Run one step of a command; a `GleamError` becomes one line and its exit code (gleam.errors)."""
@@ -168,7 +171,7 @@ def world(
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
 ) -> None:
     """Render a deterministic synthetic world in every modality, as a raw corpus with a manifest."""
-    from gleam.corpus.world import generate_world
+    from gleam.corpus.world import WorldConfig, generate_world
 
     overrides = list(set_ or [])
     for key, value in (("output", output), ("locations", locations), ("seed", seed)):

@@ -198,11 +198,14 @@ async function explain(tileId) {
   verdict.className = answer.match === true ? "match" : answer.match === false ? "nomatch" : "";
   verdict.textContent = answer.match === null || answer.match === undefined
     ? "no verdict"
-    : `${answer.match ? "Same place" : "Not the same place"} (confidence ${fmt(answer.confidence, 2)})`;
+    : `${answer.match ? "Same place" : "Not the same place"} (${answer.confidence === null || answer.confidence === undefined ? "no calibrated confidence" : `confidence ${fmt(answer.confidence, 2)}`})`;
   $("reasoning").textContent = answer.reasoning || (answer.parsed === false ? `unparsed model answer: ${answer.raw}` : "");
   $("source").textContent = `reasoning source: ${answer.reasoning_source}`;
+  // what the answer fell back on or could not say (pooled calibration, no fitted confidence, rank beyond depth)
+  $("notes").replaceChildren(...(answer.notes || []).map((note) => Object.assign(document.createElement("li"), { textContent: note })));
   const ev = answer.evidence || {};
-  const rows = [["similarity", fmt(ev.similarity)], ["threshold", fmt(ev.threshold)], ["rank", ev.rank ?? "n/a"], ["margin", fmt(ev.margin)]];
+  const rows = [["similarity", fmt(ev.similarity)], ["threshold", fmt(ev.threshold)], ["rank", ev.rank ?? "n/a"], ["margin", fmt(ev.margin)],
+    ["calibration", ev.calibration_used ?? "none"], ["index version", answer.index?.version ?? "n/a"]];
   $("evidence").replaceChildren(...rows.flatMap(([k, v]) => [Object.assign(document.createElement("dt"), { textContent: k }), Object.assign(document.createElement("dd"), { textContent: v })]));
   $("heatmap").src = ev.heatmap_png ? `data:image/png;base64,${ev.heatmap_png}` : "";
   $("heatmap").hidden = !ev.heatmap_png;

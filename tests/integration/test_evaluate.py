@@ -11,16 +11,17 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import CorpusNotReady, open_corpus
-from gleam.corpus.world import generate_world
-from gleam.evaluation import evaluate as evaluate_module
-from gleam.evaluation.evaluate import Embedded, EmptySplitError, evaluate, search_metrics
+from gleam.corpus.world import WorldConfig, generate_world
+from gleam.evaluation.config import EvaluateConfig
+from gleam.evaluation.evaluate import evaluate
+from gleam.evaluation.split import EmptySplitError
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
-from gleam.retrieval.metrics import retrieval_metrics
 from gleam_cli.main import app
 from tests.support.corpora import RawCorpus
 
@@ -114,25 +115,6 @@ def test_metrics_per_modality_are_logged_with_a_grid(
     local = mlflow_client.download_artifacts(result.run_id, "retrieval_grid/panorama.png")
     with Image.open(local) as grid:
         assert grid.format == "PNG" and grid.width > 5 * 64 and grid.height > 4 * 64
-
-
-def test_chunked_search_gives_the_metrics_of_one_dense_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The FAISS path that feeds the metrics equals numpy's q @ g.T, however the queries are chunked."""
-    rng = np.random.default_rng(0)
-    gallery = rng.normal(size=(40, 8)).astype(np.float32)
-    gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    labels = [f"t{i % 40}" for i in range(23)]
-    vectors = gallery[[i % 40 for i in range(23)]] + rng.normal(scale=0.6, size=(23, 8)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    queries = Embedded([f"q{i}" for i in range(23)], labels, vectors)
-    gallery_ids = [f"t{i}" for i in range(40)]
-    expected = retrieval_metrics(vectors @ gallery.T, labels, gallery_ids)
-    index = evaluate_module._flat_index(gallery)
-    monkeypatch.setattr(evaluate_module, "_SIMILARITY_BUDGET", 40 * 5)  # chunks of 5 queries
-    got = search_metrics(index, queries, gallery_ids, (1, 5, 10))
-    assert 0 < expected["R@1"] < 100  # a case where ranking matters
-    for name, value in expected.items():
-        assert got[name] == pytest.approx(value, abs=1e-9), name
 
 
 def _smooth_image(seed: int, quality: int) -> bytes:

@@ -9,16 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from gleam.config import EvaluateConfig, PrepareConfig, WorldConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus
 from gleam.corpus.schema import Modality
-from gleam.corpus.world import generate_world
-from gleam.evaluation.evaluate import embed_images, evaluate
+from gleam.corpus.world import WorldConfig, generate_world
+from gleam.evaluation.config import EvaluateConfig
+from gleam.evaluation.evaluate import evaluate
 from gleam.index.catalog import EncoderMismatchError, open_index
 from gleam.index.config import IndexBuildConfig
 from gleam.index.job import build_index
 from gleam.model import weights
+from gleam.model.embedding import embed_images
 from gleam.retrieval.metrics import one_percent_rank, retrieval_metrics
 from gleam_cli.main import app
 from tests.support.training import tiny_encoder

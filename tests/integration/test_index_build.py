@@ -21,12 +21,12 @@ from gleam.config import load_config
 from gleam.corpus.reader import open_corpus
 from gleam.index.catalog import open_index, sha256_file
 from gleam.index.config import IndexBuildConfig
-from gleam.index.embed import embed_tile_images
 from gleam.index.job import RecallTooLowError, build_index
 from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
 from gleam.index.report import build_table
 from gleam.model import weights
+from gleam.model.embedding import embed_images
 from gleam_cli.main import app
 from tests.support.training import collapsed_encoder, tiny_encoder, world_corpus
 
@@ -137,7 +137,7 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     # a tile embedded again (in this process, not by the actor pool) finds itself first
     opened = open_index(store, "region", expect_fingerprint=encoder_info.fingerprint)
     encoder, spec, _ = weights.load(encoders[0])
-    vectors = embed_tile_images(encoder, spec, tiles["image"].to_pylist()[:5], "fp32")
+    vectors = embed_images(encoder, spec, tiles["image"].to_pylist()[:5], "satellite", "fp32")
     scores, found = opened.search(vectors, k=3)
     assert found[:, 0].tolist() == tiles["tile_id"].to_pylist()[:5]
     assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
@@ -269,11 +269,10 @@ def test_a_half_written_version_is_ignored_and_cleaned_by_the_next_build(
 def _check_calibration(calibration: dict, corpus: str, encoder_uri: str, tiles: pa.Table) -> None:
     """meta.json's threshold equals one computed here by brute force on the same validation queries."""
     from gleam.corpus.schema import Modality
-    from gleam.evaluation.evaluate import embed_images
     from gleam.explain.evidence import calibrate
 
     encoder, spec, _ = weights.load(encoder_uri)
-    vectors = embed_tile_images(encoder, spec, tiles["image"].to_pylist(), "fp32")
+    vectors = embed_images(encoder, spec, tiles["image"].to_pylist(), Modality.SATELLITE, "fp32")
     tile_ids = tiles["tile_id"].to_pylist()
     queries = open_corpus(corpus).read("queries").filter(pc.field("split") == "val").to_pylist()
     assert calibration["split"] == "val" and calibration["queries"] == len(queries) > 0

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gleam.config import EvaluateConfig, PrepareConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import prepare
+from gleam.evaluation.config import EvaluateConfig
 from gleam.evaluation.evaluate import evaluate
 from gleam.training.phases import run_training
 from tests.support.paths import shared_dataset

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gleam.config import PrepareConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus
 from gleam.training.pairs import PAIR_COLUMNS, pair_datasets

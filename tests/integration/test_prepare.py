@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from gleam import storage
-from gleam.config import PrepareConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import CorpusExistsError, prepare
 from gleam.corpus.reader import open_corpus
 from tests.support.corpora import bad_input_corpus

@@ -15,7 +15,8 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform as reproject_points
 
 from gleam import storage
-from gleam.config import ImageLimits, PrepareConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import ImageLimits, PrepareConfig
 from gleam.corpus.prepare import prepare
 from gleam.corpus.raster_read import RasterReaders
 from gleam.corpus.raster_uri import parse_window_uri

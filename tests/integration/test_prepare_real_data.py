@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from gleam import storage
-from gleam.config import PrepareConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import prepare
 from gleam.corpus.reader import open_corpus
 from tests.support.paths import shared_dataset

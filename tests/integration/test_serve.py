@@ -18,9 +18,10 @@ import pytest
 import requests
 from PIL import Image
 
-from gleam.config import ImageLimits
+from gleam.corpus.config import ImageLimits
 from gleam.corpus.images import process_image
 from gleam.corpus.reader import open_corpus
+from gleam.explain.confidence import POOLED, ConfidenceModel
 from gleam.index.catalog import open_index
 from gleam.index.job import build_index
 from gleam.index.layout import IndexLocation
@@ -129,12 +130,19 @@ def test_explain_by_tile_id_answers_from_evidence_in_both_languages(app_url, wor
         answer = response.json()
         assert answer["reasoning_source"] == "evidence"
         assert answer["language"] == language
+        assert answer["index"] == {"name": world.index, "version": _current_version(app_url)}
         evidence = answer["evidence"]
         threshold = evidence["threshold"]
         assert threshold is not None and evidence["calibration"]["split"] == "val"
+        # the tiny world has fewer than MIN_QUERIES validation queries per modality: the pooled calibration
+        assert evidence["calibration_used"] == POOLED and any(
+            POOLED in n or "合并" in n for n in answer["notes"]
+        )
+        assert evidence["confidence_model"]["method"] == "platt-logistic"
         if evidence["quality"]["reliable"]:
             assert answer["match"] is (evidence["similarity"] >= threshold)
-            assert 0.0 <= answer["confidence"] <= 1.0
+            fitted = ConfidenceModel.from_dict(threshold, evidence["confidence_model"])
+            assert answer["confidence"] == pytest.approx(fitted.confidence(evidence["similarity"]))
         else:  # a tiny encoder trained 6 steps may calibrate at chance: then no verdict (tested below)
             assert answer["match"] is None and answer["confidence"] is None
         assert evidence["rank"] is not None and evidence["rank"] >= 1
@@ -168,6 +176,10 @@ def test_localize_with_explain_explains_the_top_candidate(app_url, queries) -> N
     body = response.json()
     assert body["explanation"]["tile_id"] == body["candidates"][0]["tile_id"]
     assert body["explanation"]["evidence"]["rank"] == 1
+    assert body["explanation"]["index"] == {
+        "name": body["index"]["name"],
+        "version": body["index"]["version"],
+    }
 
 
 def test_tiles_page_health_and_docs(app_url, world) -> None:
@@ -333,33 +345,45 @@ def _current_version(url: str) -> str:
 
 
 def test_hot_swap_under_load_drops_no_request(app_url, world, queries, tmp_path: Path) -> None:
+    """Plain and explained /v1/localize requests flow while a new version is published: none fails, and
+    every explained answer takes its tile, calibration and version from the one version it names."""
     query = query_of(queries, "drone")
     before = _current_version(app_url)
-    seen: list[str] = []
+    metas = {before: open_index(world.store, world.index, before).meta}
+    seen: list[tuple[float, float, str]] = []  # (started, finished, version) per request
+    explained: list[dict[str, Any]] = []
     failures: list[str] = []
     stop = threading.Event()
 
-    def client() -> None:
+    def client(explain: bool) -> None:
         while not stop.is_set():
             try:
-                response = localize_files(app_url, [query["image"]], modality="drone", k="3")
+                fields = {"modality": "drone", "k": "3", **({"explain": "true"} if explain else {})}
+                started = time.monotonic()
+                response = localize_files(app_url, [query["image"]], **fields)
                 if response.status_code != 200:
                     failures.append(f"{response.status_code} {response.text[:200]}")
                 else:
-                    seen.append(response.json()["index"]["version"])
+                    seen.append((started, time.monotonic(), response.json()["index"]["version"]))
+                    if explain:
+                        explained.append(response.json())
             except requests.RequestException as exc:
                 failures.append(repr(exc))
 
-    threads = [threading.Thread(target=client) for _ in range(2)]
+    threads = [threading.Thread(target=client, args=(explain,)) for explain in (False, True)]
     for thread in threads:
         thread.start()
     try:
         time.sleep(1.0)
-        # another index key is another build: a new version is published while requests flow
-        rebuilt = build_index(index_config(world, "index_key=HNSW16,Flat"))
+        # another index key and calibration sample is another build, whose calibration differs from the
+        # serving one's: a new version is published while requests flow
+        rebuilt = build_index(index_config(world, "index_key=HNSW16,Flat", "calibration.max_queries=5"))
         assert rebuilt.status == "published" and rebuilt.version != before
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and (not seen or seen[-1] != rebuilt.version):
+        # until the slower client, the explained one, has been answered from the new version too
+        while time.monotonic() < deadline and (
+            not explained or explained[-1]["index"]["version"] != rebuilt.version
+        ):
             time.sleep(0.2)
         time.sleep(1.0)
     finally:
@@ -367,10 +391,38 @@ def test_hot_swap_under_load_drops_no_request(app_url, world, queries, tmp_path:
         for thread in threads:
             thread.join(timeout=60)
     assert not failures, failures[:3]
-    assert seen[0] == before and seen[-1] == rebuilt.version
-    switch = seen.index(rebuilt.version)
-    assert set(seen[switch:]) == {rebuilt.version}, "a request after the swap saw the old version"
+    in_order = [version for _, _, version in sorted(seen)]  # by start: an explained request takes longer
+    assert in_order[0] == before and in_order[-1] == rebuilt.version
+    switched = min(finished for _, finished, version in seen if version == rebuilt.version)
+    late = {version for started, _, version in seen if started > switched}
+    assert late == {rebuilt.version}, "a request started after the swap was answered from the old version"
     assert _current_version(app_url) == rebuilt.version
+    metas[rebuilt.version] = open_index(world.store, world.index, rebuilt.version).meta
+    assert metas[before]["calibration"] != metas[rebuilt.version]["calibration"]  # the check can tell
+    assert {body["index"]["version"] for body in explained} == set(metas), "no explained request on one side"
+    for body in explained:
+        _explained_from_one_version(body, world, metas[body["index"]["version"]])
+
+
+def _explained_from_one_version(body: dict[str, Any], world: ServedWorld, meta: dict[str, Any]) -> None:
+    """The explanation's version, tile, coordinates, calibration and quality are all the named version's."""
+    from gleam.index.calibrate import evidence_facts
+
+    version = body["index"]["version"]
+    explanation = body["explanation"]
+    assert explanation["index"] == {"name": world.index, "version": version}
+    top = body["candidates"][0]
+    assert explanation["tile_id"] == top["tile_id"]
+    assert (explanation["lat"], explanation["lon"]) == (top["lat"], top["lon"])
+    index = open_index(world.store, world.index, version)
+    position = index.position(top["tile_id"])
+    assert explanation["lat"] == pytest.approx(index.lat[position])
+    facts = evidence_facts(meta, "drone")
+    evidence = explanation["evidence"]
+    assert evidence["calibration"] == meta["calibration"], f"calibration of another version than {version}"
+    assert evidence["threshold"] == facts["threshold"] and evidence["quality"] == facts["quality"]
+    assert evidence["confidence_model"] == facts["confidence_model"]
+    assert evidence["rank"] == 1 and evidence["depth"] is not None
 
 
 def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
@@ -419,6 +471,21 @@ def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
     while time.monotonic() < deadline and _current_version(app_url) != serving:
         time.sleep(0.2)
     assert _current_version(app_url) == serving
+
+
+def test_the_index_health_check_fails_when_the_loaded_index_breaks(world) -> None:
+    """The replica class itself, in this process: healthy as loaded, failing once its index is emptied."""
+    from serve.index import SatelliteIndex
+
+    fingerprint = open_index(world.store, world.index).encoder_fingerprint
+    replica = SatelliteIndex.func_or_class(world.store, world.index, fingerprint, poll_seconds=0)
+    try:
+        replica.check_health()
+        replica._active.opened.index.reset()
+        with pytest.raises(RuntimeError, match="0 vectors"):
+            replica.check_health()
+    finally:
+        replica.__del__()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -483,6 +550,8 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             assert selected.count() == 1 and selected.get_attribute("data-tile-id") == second
             assert page.get_by_test_id("verdict").inner_text()
             assert "similarity" in page.get_by_test_id("reasoning").inner_text().lower()
+            # the tiny world's modalities are answered with the pooled calibration, and the page says so
+            assert POOLED in page.get_by_test_id("notes").inner_text()
             heatmap = page.get_by_test_id("heatmap").get_attribute("src") or ""
             assert heatmap.startswith("data:image/png;base64,")
             page.get_by_test_id("images").set_input_files([str(bad)])

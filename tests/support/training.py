@@ -6,9 +6,10 @@ import json
 import uuid
 from pathlib import Path
 
-from gleam.config import PrepareConfig, WorldConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.prepare import prepare
-from gleam.corpus.world import generate_world
+from gleam.corpus.world import WorldConfig, generate_world
 from gleam.training.config import TrainConfig
 
 SIZES = {m: [64, 64] for m in ("satellite", "drone", "streetmap", "ground")} | {"panorama": [128, 64]}

@@ -8,14 +8,14 @@ import pytest
 
 from gleam.config import (
     ConfigError,
-    PrepareConfig,
-    WorldConfig,
     apply_override,
     config_hash,
     expand_env,
     load_config,
 )
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.schema import Modality
+from gleam.corpus.world import WorldConfig
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = ["name=c", "output=/tmp/out", "sources.0.kind=cvact", "sources.0.uri=/data/cvact"]

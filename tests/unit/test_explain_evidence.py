@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from gleam.explain.confidence import POOLED, ConfidenceModel
 from gleam.explain.evidence import (
-    CONFIDENCE_TEMPERATURE,
     Calibration,
     Evidence,
     calibrate,
@@ -197,12 +196,26 @@ def test_evidence_json_carries_the_heatmap_as_base64_only_when_present() -> None
     assert "heatmap_png" not in Evidence(similarity=0.1).to_json()
 
 
+FITTED = {"method": "platt-logistic", "slope": 20.0, "pairs": 256}
+
+
 def test_evidence_answer_above_the_threshold() -> None:
-    evidence = Evidence(similarity=0.734, threshold=0.684, rank=1, margin=0.081, heatmap_png=b"png")
+    evidence = Evidence(
+        similarity=0.734,
+        threshold=0.684,
+        rank=1,
+        margin=0.081,
+        heatmap_png=b"png",
+        modality="drone",
+        calibration_used="drone",
+        confidence_model=FITTED,
+    )
     answer = evidence_answer(evidence, "en")
     assert answer.match is True and answer.reasoning_source == "evidence" and answer.parsed
     assert answer.raw is None and answer.model is None and answer.language == "en"
-    assert answer.confidence == pytest.approx(1 / (1 + math.exp(-0.05 / CONFIDENCE_TEMPERATURE)))
+    # the fitted probability of "same place" 0.05 above the threshold with slope 20: logistic(1)
+    assert answer.confidence == pytest.approx(1 / (1 + np.exp(-1.0)))
+    assert answer.notes == []  # its own calibration, a fitted confidence, a known rank: nothing to add
     for fragment in ("0.734", "0.684", "ranks 1", "0.081 ahead", "heatmap", "same place"):
         assert fragment in answer.reasoning
     assert answer.evidence == evidence.to_json()
@@ -210,20 +223,74 @@ def test_evidence_answer_above_the_threshold() -> None:
 
 
 def test_evidence_answer_below_the_threshold_in_chinese() -> None:
-    evidence = Evidence(similarity=0.40, threshold=0.60, rank=7, margin=-0.2)
+    evidence = Evidence(similarity=0.40, threshold=0.60, rank=7, margin=-0.2, confidence_model=FITTED)
     answer = evidence_answer(evidence, "zh")
     assert answer.match is False and answer.language == "zh"
-    assert answer.confidence == pytest.approx(1 / (1 + math.exp(-0.2 / CONFIDENCE_TEMPERATURE)))
+    # confidence in "not the same place": 1 - P(same) = 1 - logistic(20 * -0.2) = logistic(4)
+    assert answer.confidence == pytest.approx(1 / (1 + np.exp(-4.0)))
     assert "0.400" in answer.reasoning and "0.600" in answer.reasoning and "不是同一地点" in answer.reasoning
     assert "排名第 7" in answer.reasoning and "落后" in answer.reasoning
     assert "热力图" not in answer.reasoning  # no heatmap was computed: none is mentioned
 
 
-def test_confidence_grows_with_the_distance_to_the_threshold() -> None:
-    near = evidence_answer(Evidence(similarity=0.61, threshold=0.6), "en").confidence
-    far = evidence_answer(Evidence(similarity=0.9, threshold=0.6), "en").confidence
+def test_confidence_is_the_fitted_probability_and_grows_with_the_distance_to_the_threshold() -> None:
+    def confidence(similarity: float, slope: float = 20.0) -> float | None:
+        model = {**FITTED, "slope": slope}
+        return evidence_answer(Evidence(similarity, 0.6, confidence_model=model), "en").confidence
+
+    near, far = confidence(0.61), confidence(0.9)
     assert 0.5 < near < far < 1.0
-    assert evidence_answer(Evidence(similarity=0.6, threshold=0.6), "en").confidence == 0.5
+    assert confidence(0.6) == 0.5
+    assert confidence(0.9) == pytest.approx(ConfidenceModel(0.6, 20.0, 256).probability(0.9))
+    # the same distance on an index whose pairs barely separate: barely more than a coin
+    assert 0.5 < confidence(0.9, slope=0.2) < 0.52
+
+
+def test_an_index_built_before_confidences_were_fitted_gives_a_verdict_without_a_confidence() -> None:
+    """No fixed curve stands in for a fit that was never made: confidence None, and the answer says why."""
+    for language, said in (("en", "before confidences were fitted"), ("zh", "拟合的置信度")):
+        answer = evidence_answer(Evidence(similarity=0.734, threshold=0.684), language)
+        assert answer.match is True and answer.confidence is None
+        assert len(answer.notes) == 1 and said in answer.notes[0]
+
+
+def test_a_calibration_where_similarity_does_not_rise_with_same_place_gives_no_verdict() -> None:
+    for slope in (0.0, -3.0):
+        evidence = Evidence(similarity=0.9, threshold=0.6, confidence_model={**FITTED, "slope": slope})
+        answer = evidence_answer(evidence, "en")
+        assert answer.match is None and answer.confidence is None
+        assert "not more often the same place" in answer.reasoning and "judged" not in answer.reasoning
+        assert "不作判断" in evidence_answer(evidence, "zh").reasoning
+
+
+def test_a_modality_answered_with_the_pooled_calibration_says_so() -> None:
+    evidence = Evidence(
+        similarity=0.7,
+        threshold=0.6,
+        modality="ground",
+        calibration_used=POOLED,
+        confidence_model=FITTED,
+    )
+    answer = evidence_answer(evidence, "en")
+    assert answer.match is True and answer.confidence is not None
+    assert answer.evidence["calibration_used"] == POOLED
+    assert answer.notes == [
+        "ground has no calibration of its own (too few validation queries): the threshold and the "
+        "confidence are those of all modalities pooled."
+    ]
+    assert "所有模态合并" in evidence_answer(evidence, "zh").notes[0]
+
+
+def test_a_tile_beyond_the_searched_depth_is_said_to_be_so() -> None:
+    evidence = Evidence(similarity=0.3, threshold=0.6, rank=None, depth=100, confidence_model=FITTED)
+    answer = evidence_answer(evidence, "en")
+    assert answer.evidence["rank"] is None and answer.evidence["depth"] == 100
+    assert "not among the 100 best candidates" in answer.reasoning
+    assert any("beyond 100" in note for note in answer.notes)
+    zh = evidence_answer(evidence, "zh")
+    assert "前 100 个候选" in zh.reasoning and any("100 之后" in note for note in zh.notes)
+    # an uploaded tile is not searched for at all (depth None): no rank, nothing to say about it
+    assert evidence_answer(Evidence(similarity=0.3, threshold=0.6, confidence_model=FITTED), "en").notes == []
 
 
 def test_uncalibrated_evidence_gives_no_verdict() -> None:
@@ -283,6 +350,7 @@ def test_unknown_or_healthy_quality_keeps_the_calibrated_verdict() -> None:
     unknown = {"collapsed": None, "at_chance": None, "reliable": True}
     healthy = {**COLLAPSED, "collapsed": False, "at_chance": False, "reliable": True}
     for quality in (None, unknown, healthy):
-        answer = evidence_answer(Evidence(similarity=0.734, threshold=0.684, quality=quality), "en")
+        evidence = Evidence(similarity=0.734, threshold=0.684, quality=quality, confidence_model=FITTED)
+        answer = evidence_answer(evidence, "en")
         assert answer.match is True and answer.confidence is not None
         assert "same place" in answer.reasoning and "cannot tell" not in answer.reasoning

@@ -144,6 +144,7 @@ def test_language_and_modality_are_checked_before_generating(llm: MultimodalLLM)
 # --- where models come from ------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # a real MLflow registry (sqlite)
 def test_registry_round_trip(tiny_vlm_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("GLEAM_HOME", str(tmp_path / "home"))
@@ -231,6 +232,7 @@ def test_config_is_validated() -> None:
     assert str(resolve_dtype("bfloat16", "cpu")) == "torch.bfloat16"
 
 
+@pytest.mark.integration  # a real MLflow registry (sqlite)
 def test_gleam_mllm_register_command(
     tiny_vlm_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

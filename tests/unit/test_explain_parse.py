@@ -130,3 +130,29 @@ def test_answer_is_frozen() -> None:
     answer = parse_answer('{"match": true}')
     with pytest.raises(AttributeError):
         answer.match = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("confidence", "value", "said"),
+    [
+        ('"85%"', 0.85, "confidence '85%' read as a percentage: 0.85"),
+        ("85", 0.85, "confidence 85 is above 1, read as a percentage: 0.85"),
+        ("250", 1.0, "confidence 250 is above 1, read as a percentage (2.5), then clamped into [0, 1]: 1"),
+        ("-0.2", 0.0, "confidence -0.2 is clamped into [0, 1]: 0"),
+    ],
+)
+def test_a_rescaled_or_clamped_confidence_is_said_in_the_notes(
+    confidence: str, value: float, said: str
+) -> None:
+    answer = parse_answer(f'{{"match": true, "confidence": {confidence}, "reasoning": "roads"}}')
+    assert answer.parsed and answer.confidence == pytest.approx(value)
+    assert answer.notes == (said,)
+    assert answer.error is None  # read, not dropped: nothing failed
+
+
+def test_a_confidence_taken_as_written_leaves_no_note_and_a_dropped_field_leaves_one() -> None:
+    for written in ("0.85", '"0.85"', "1", "0"):
+        assert parse_answer(f'{{"match": false, "confidence": {written}}}').notes == ()
+    answer = parse_answer('{"match": true, "confidence": "very", "reasoning": "  "}')
+    assert answer.confidence is None and answer.reasoning is None
+    assert answer.notes == ("reasoning is blank: dropped", "confidence 'very' is not a number: dropped")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gleam.config import ImageLimits
+from gleam.corpus.config import ImageLimits
 from gleam.corpus.images import process_image
 from tests.support import bad_images
 

@@ -38,6 +38,7 @@ def test_synthetic_vectors_are_seeded_unit_rows_written_in_chunks(tmp_path: Path
 def test_plans_and_autofaiss_keys() -> None:
     assert index_build.plan_for("flat", 100_000, 512).key == "Flat"
     assert index_build.plan_for("hnsw", 100_000, 512).key == "HNSW32,Flat"
+    assert index_build.plan_for("ivf", 100_000, 512).key == "IVF1024,Flat"
     key = index_build.plan_for("ivfpq", 100_000, 512).key
     assert key == "OPQ64,IVF1024,PQ64"
     assert index_build.autofaiss_key(key, 512) == "OPQ64_512,IVF1024,PQ64"
@@ -78,3 +79,28 @@ def test_autofaiss_stage_times_split_train_add_from_its_tuning_and_write() -> No
     split = autofaiss_build.split_stages(times)
     assert split["train"] == 5.0 and split["add"] == 6.0 and split["tune"] == 2.0
     assert split["pipeline"] == 16.0
+
+
+def test_the_worker_reports_the_build_checks_recall_next_to_fresh_queries(tmp_path: Path) -> None:
+    """The worker runs the build job's check; the table sets it beside the fresh-query recall."""
+    import json
+
+    import faiss
+
+    synthetic = index_build.Synthetic(clusters=32, rank=8, chunk=1000)
+    path = synthetic.write(tmp_path / "embeddings.npy", 4000, 32)
+    plan = index_build.plan_for("hnsw", 4000, 32)
+    spec = {"vectors": str(path), "plan": index_build.asdict(plan), "threads": 1}
+    spec |= {"index_path": str(tmp_path / "index.faiss"), "result": str(tmp_path / "result.json")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    index_build.build_worker(str(tmp_path / "spec.json"))
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["recall_queries"] == 400 and "efSearch" in result["search_params"]
+    measure = index_build.Measure(np.load(path), synthetic.queries(400, 32), min_seconds=0.0)
+    fresh, _ = measure.search(faiss.read_index(spec["index_path"]), result["search_params"])
+    build = index_build.Build("gleam", plan.key, params=result["search_params"])
+    build.recall, build.build_recall = fresh, result["recall"]
+    config = index_build.Config(4000, 32, "hnsw", builds=[build])
+    [row] = index_build.agreement_rows([config])
+    assert row[5] == f"{result['recall']:.3f}" and row[6] == f"{fresh:.3f}"
+    assert abs(result["recall"] - fresh) <= 0.02  # 400 queries each: twice the benchmark's 0.01

@@ -52,12 +52,80 @@ def test_ids_are_positions_and_training_uses_a_seeded_sample() -> None:
     assert np.array_equal(ids, again)  # same seed, same index, whatever the add batch size
 
 
-def test_held_out_queries_avoid_the_training_sample() -> None:
+def test_held_out_queries_avoid_the_training_sample_and_keep_the_gallery_whole() -> None:
     trained = np.arange(0, 1000, 2)
-    held = build.held_out_queries(1000, trained, 200, seed=0)
-    assert len(held) == 200 and not set(held.tolist()) & set(trained.tolist())
-    small = build.held_out_queries(10, np.arange(10), 50)  # everything trained on: fall back to all
-    assert sorted(small.tolist()) == list(range(10))
+    held = build.held_out_queries(1000, trained, 80, seed=0)
+    assert len(held) == 80 and not set(held.tolist()) & set(trained.tolist())
+    assert len(build.held_out_queries(1000, trained, 500)) == 100  # at most a tenth of the set
+    small = build.held_out_queries(30, np.arange(30), 50)  # everything trained on: drawn from all
+    assert len(small) == 3 and len(build.held_out_queries(5, np.arange(5), 50)) == 1
+    assert len(build.held_out_queries(1, np.zeros(0, np.int64), 50)) == 0
+
+
+def sphere(n: int, dim: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def exact_by_numpy(vectors: np.ndarray, queries: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    sims = queries @ vectors[candidates].T
+    return candidates[np.argsort(-sims, axis=1, kind="stable")[:, :k]]
+
+
+@pytest.mark.parametrize("key", ["Flat", "IVF16,Flat", "HNSW16,Flat", "IVF16,Flat,Refine(Flat)"])
+def test_held_out_vectors_end_up_at_their_own_positions(key: str) -> None:
+    """Each way of adding the held-out vectors last (ids, permutation, a copy) keeps id = position."""
+    vectors = sphere(2000, 16, 0)
+    built = build.train_and_add(
+        vectors, plan_index(2000, 16, 1 << 30, force_key=key), add_batch_size=700, recall=build.RecallTarget()
+    )
+    assert built.index.ntotal == 2000 and len(built.held_out) == 200
+    build.set_search_params(built.index, {"nprobe": 16} if "IVF" in key else {})
+    probe = np.concatenate([built.held_out[:50], np.setdiff1d(np.arange(100), built.held_out)])
+    _, ids = built.index.search(vectors[probe], 1)
+    assert (ids[:, 0] == probe).all()
+
+
+def test_the_reported_recall_is_that_of_queries_the_index_did_not_hold() -> None:
+    """IVF-PQ finds a query's own code first, so self-queries overstated recall; held-out ones do not."""
+    import faiss
+
+    vectors, k = sphere(3000, 16, 0), 10
+    plan = plan_index(3000, 16, 1 << 30, force_key="IVF16,PQ4x4")
+    built = build.train_and_add(vectors, plan, recall=build.RecallTarget(k=k, floor=0.99, sample=300, seed=1))
+    report, held = built.recall, built.held_out
+    assert report is not None and report.queries == len(held) == 300
+    assert report.search_params == {"nprobe": 16}  # the floor is out of PQ's reach: the widest setting
+    # independently: the published index without the held-out vectors, against brute force over the rest
+    rest = np.setdiff1d(np.arange(3000), held)
+    without = faiss.clone_index(built.index)
+    without.remove_ids(faiss.IDSelectorBatch(held))
+    build.set_search_params(without, report.search_params)
+    _, found = without.search(vectors[held], k)
+    independent = build.recall_at_k(found, exact_by_numpy(vectors, vectors[held], rest, k), k)
+    assert abs(report.recall - independent) <= 0.01
+    # the old check: the same vectors queried against the index that holds them
+    _, found = built.index.search(vectors[held], k)
+    self_query = build.recall_at_k(found, exact_by_numpy(vectors, vectors[held], np.arange(3000), k), k)
+    assert self_query > report.recall + 0.03
+
+
+def test_the_floor_refuses_an_index_whose_held_out_recall_is_below_it() -> None:
+    """A floor the self-query check passed (its own code is found first) is refused on held-out queries."""
+    from gleam.index.job import RecallTooLowError, refuse_below_floor
+
+    vectors, k, floor = sphere(3000, 16, 0), 10, 0.31
+    plan = plan_index(3000, 16, 1 << 30, force_key="IVF16,PQ4x4")
+    built = build.train_and_add(vectors, plan, recall=build.RecallTarget(k=k, floor=floor, sample=300))
+    held = built.held_out
+    self_exact = build.exact_neighbours(vectors, vectors[held], k)
+    old = build.tune(built.index, vectors[held], self_exact, k, floor, {})
+    assert old.recall >= floor  # what the build used to report: published
+    assert built.recall is not None and built.recall.recall < floor
+    message = r"IVF16,PQ4x4, 3000 vectors\) reaches recall@10 0\.\d+ < floor 0\.31 on 300 held-out"
+    with pytest.raises(RecallTooLowError, match=message):
+        refuse_below_floor("demo", plan.key, 3000, built.recall, floor)
+    refuse_below_floor("demo", plan.key, 3000, built.recall, built.recall.recall)  # at the floor: published
 
 
 def test_tune_widens_nprobe_until_the_floor_is_met() -> None:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gleam.config import ConfigError, PrepareConfig, load_config
+from gleam.config import ConfigError, load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.index.config import IndexBuildConfig
 
 REPO = Path(__file__).resolve().parents[2]

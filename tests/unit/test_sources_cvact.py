@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gleam.config import CVACTSource
-from gleam.corpus.sources import list_records
+from gleam.corpus.sources import SourceLayoutError, list_records
+from gleam.corpus.sources.cvact import CVACTSource
 from tests.support.listing import assert_same_listing
 from tests.support.paths import shared_dataset
 
@@ -111,7 +111,7 @@ def test_act_data_mat_next_to_the_image_folder_and_as_cell_array(root: Path) -> 
 
 def test_an_unreadable_act_data_mat_is_an_error(root: Path) -> None:
     (root / "ACT_data.mat").write_bytes(b"not a mat file")
-    with pytest.raises(ValueError, match=r"ACT_data\.mat"):
+    with pytest.raises(SourceLayoutError, match=r"ACT_data\.mat"):
         list_records(_source(root))
 
 
@@ -123,7 +123,7 @@ def test_only_satellites_give_distractor_tiles(tmp_path: Path, write_image) -> N
 def test_an_unusable_root_is_an_error(tmp_path: Path, write_image) -> None:
     write_image(tmp_path / "images" / f"{A}_grdView.jpg")
     for root in (tmp_path, tmp_path / "absent"):
-        with pytest.raises(ValueError, match=re.escape(str(root))):
+        with pytest.raises(SourceLayoutError, match=re.escape(str(root))):
             list_records(_source(root))
 
 

@@ -11,8 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gleam.config import ManifestSource, WorldSource
-from gleam.corpus.sources import list_records
+from gleam.corpus.sources import SourceLayoutError, list_records
+from gleam.corpus.sources.manifest import ManifestSource
+from gleam.corpus.sources.world import WorldSource
+from gleam.corpus.world.layout import MANIFEST_FILE, MARKER_FILE
 
 COLUMNS = ["query_uri", "modality", "tile_uri", "location_id", "lat", "lon", "split"]
 
@@ -198,21 +200,21 @@ def test_optional_columns_may_be_absent_and_extra_ones_are_ignored(tmp_path: Pat
 
 def test_missing_required_columns_are_named(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "m.csv", [["q.jpg", "t.jpg"]], ["query_uri", "tile_uri"])
-    with pytest.raises(ValueError, match=r"lacks the required column\(s\) modality"):
+    with pytest.raises(SourceLayoutError, match=r"lacks the required column\(s\) modality"):
         list_records(_source(path))
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(ValueError, match="query_uri, modality, tile_uri"):
+    with pytest.raises(SourceLayoutError, match="query_uri, modality, tile_uri"):
         list_records(_source(tmp_path / "empty.csv"))
 
 
 def test_bad_manifest_files_are_errors(tmp_path: Path) -> None:
     (tmp_path / "m.txt").write_text("query_uri,modality,tile_uri\n")
-    with pytest.raises(ValueError, match=r"\.csv, \.parquet or \.pq"):
+    with pytest.raises(SourceLayoutError, match=r"\.csv, \.parquet or \.pq"):
         list_records(_source(tmp_path / "m.txt"))
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(SourceLayoutError, match="does not exist"):
         list_records(_source(tmp_path / "absent.csv"))
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
-    with pytest.raises(ValueError, match="cannot be parsed"):
+    with pytest.raises(SourceLayoutError, match="cannot be parsed"):
         list_records(_source(tmp_path / "broken.parquet"))
 
 
@@ -230,14 +232,14 @@ def test_relative_uris_follow_the_manifest_folder(tmp_path: Path) -> None:
 def test_world_lists_its_manifest_under_its_name(tmp_path: Path) -> None:
     world = tmp_path / "world"
     write_csv(
-        world / "manifest.csv",
+        world / MANIFEST_FILE,
         [
             ["queries/drone/0000.jpg", "drone", "tiles/0000.jpg", "loc-0000", "47.37", "8.54", ""],
             ["queries/panorama/0000.jpg", "panorama", "tiles/0000.jpg", "loc-0000", "47.37", "8.54", ""],
             ["", "satellite", "tiles/0001.jpg", "loc-0001", "47.38", "8.55", ""],
         ],
     )
-    (world / "world.json").write_text(json.dumps({"seed": 0}))
+    (world / MARKER_FILE).write_text(json.dumps({"seed": 0}))
     records = list_records(WorldSource(kind="world", uri=str(world)))
     assert [(r.role, r.record_id, r.location_id, r.source) for r in records] == [
         ("tile", "world_tiles-0000", "world_loc-0000", "world"),
@@ -253,7 +255,7 @@ def test_world_lists_its_manifest_under_its_name(tmp_path: Path) -> None:
 def test_world_without_marker_is_incomplete(tmp_path: Path) -> None:
     write_csv(tmp_path / "manifest.csv", [])
     for uri in (tmp_path, tmp_path / "absent"):
-        with pytest.raises(ValueError, match=r"incomplete or absent.*gleam world"):
+        with pytest.raises(SourceLayoutError, match=r"incomplete or absent.*gleam world"):
             list_records(WorldSource(kind="world", uri=str(uri)))
 
 

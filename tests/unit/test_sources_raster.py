@@ -16,12 +16,13 @@ from rasterio.transform import from_origin
 from rasterio.warp import transform as reproject_points
 
 from gleam import storage
-from gleam.config import ConfigError, ImageLimits, PrepareConfig, RasterSource, load_config
+from gleam.config import ConfigError, load_config
+from gleam.corpus.config import ImageLimits, PrepareConfig
 from gleam.corpus.images import process_image
 from gleam.corpus.raster_read import RasterReaders
 from gleam.corpus.raster_uri import WindowRef, parse_window_uri
-from gleam.corpus.sources import list_records
-from gleam.corpus.sources.raster import grid_offsets
+from gleam.corpus.sources import SourceLayoutError, list_records
+from gleam.corpus.sources.raster import RasterSource, grid_offsets
 
 WEB_MERCATOR_R = 6378137.0
 LIMITS = ImageLimits(min_side=8)
@@ -213,7 +214,7 @@ def test_bands_beyond_the_raster_are_rejected_and_a_missing_source_is_an_error(t
     path = write_tif(tmp_path / "rgb.tif", pattern())
     (record,) = list_records(raster(path, tile_size=100, bands=[4, 3, 2]))
     assert record.reason == "bad_record" and "band 4" in record.detail
-    with pytest.raises(ValueError, match="neither a GeoTIFF nor a folder"):
+    with pytest.raises(SourceLayoutError, match="neither a GeoTIFF nor a folder"):
         list_records(raster(tmp_path / "absent", tile_size=100))
 
 

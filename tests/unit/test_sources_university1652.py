@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gleam.config import University1652Source
-from gleam.corpus.sources import list_records
+from gleam.corpus.sources import SourceLayoutError, list_records
+from gleam.corpus.sources.university1652 import University1652Source
 from tests.support.listing import assert_same_listing
 from tests.support.paths import shared_dataset
 
@@ -164,7 +164,7 @@ def test_an_unusable_root_is_an_error_naming_it(tmp_path: Path, write_image, lay
     if layout:
         write_image(tmp_path / layout)
     root = tmp_path / "absent" if layout is None else tmp_path
-    with pytest.raises(ValueError, match=re.escape(str(root))):
+    with pytest.raises(SourceLayoutError, match=re.escape(str(root))):
         list_records(_source(root))
 
 

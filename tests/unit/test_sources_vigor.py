@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gleam.config import VIGORSource
-from gleam.corpus.sources import list_records
+from gleam.corpus.sources import SourceLayoutError, list_records
+from gleam.corpus.sources.vigor import VIGORSource
 from tests.support.listing import assert_same_listing
 
 SAT = {  # name -> (lat, lon)
@@ -198,15 +198,15 @@ def test_cities_select_folders(root: Path) -> None:
     ],
 )
 def test_bad_city_choices_are_errors(root: Path, kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SourceLayoutError, match=message):
         list_records(_source(root, **kwargs))
 
 
 def test_an_unusable_root_is_an_error_naming_it(tmp_path: Path, write_image) -> None:
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path))):
+    with pytest.raises(SourceLayoutError, match=re.escape(str(tmp_path))):
         list_records(_source(tmp_path))
     write_image(tmp_path / "Chicago/satellite/satellite_1.0_2.0.png")
-    with pytest.raises(ValueError, match="no splits/ folder"):
+    with pytest.raises(SourceLayoutError, match="no splits/ folder"):
         list_records(_source(tmp_path))
 
 

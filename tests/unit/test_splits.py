@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gleam.config import SplitConfig
+from gleam.corpus.config import SplitConfig
 from gleam.corpus.splits import split_for_location
 
 

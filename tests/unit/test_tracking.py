@@ -7,7 +7,8 @@ import json
 import pytest
 from PIL import Image
 
-from gleam.config import TrackingConfig, WorldConfig
+from gleam.config import TrackingConfig
+from gleam.corpus.world import WorldConfig
 from gleam.tracking import NullRun, flatten, job_run
 
 

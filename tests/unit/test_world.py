@@ -12,10 +12,14 @@ import pytest
 from PIL import Image
 
 from gleam import config as gconfig
-from gleam.config import WorldConfig
+from gleam import storage
 from gleam.corpus import world
-from gleam.corpus import world_render as wr
 from gleam.corpus.schema import Modality
+from gleam.corpus.world import generate, render_drone, render_street
+from gleam.corpus.world.config import WorldConfig
+from gleam.corpus.world.layers import BUILDING, MAJOR, ROAD, Layers
+from gleam.corpus.world.layout import MANIFEST_FILE, MARKER_FILE, POSES_FILE
+from gleam.corpus.world.shading import Light
 
 SMALL = {"tile_size": 64, "query_size": 48}
 
@@ -31,7 +35,7 @@ def corpus_files(root: Path) -> dict[str, bytes]:
 
 
 def read_manifest(root: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with (root / "manifest.csv").open(newline="") as handle:
+    with (root / MANIFEST_FILE).open(newline="") as handle:
         reader = csv.DictReader(handle)
         return list(reader.fieldnames or []), list(reader)
 
@@ -41,7 +45,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path: Path
     world.generate_world(small_config(tmp_path, "b"))
     world.generate_world(small_config(tmp_path, "c", seed=8))
     a, b, c = (corpus_files(tmp_path / name) for name in "abc")
-    a.pop("world.json"), b.pop("world.json"), c.pop("world.json")  # holds the creation time
+    a.pop(MARKER_FILE), b.pop(MARKER_FILE), c.pop(MARKER_FILE)  # holds the creation time
     assert a == b
     assert first.tiles == 4 and len(a) == 4 + 3 * 4 + 2  # tiles, queries, manifest and poses
     images = [k for k in a if k.endswith((".jpg", ".png"))]
@@ -94,7 +98,7 @@ def test_layout_manifest_and_sizes(tmp_path: Path) -> None:
                     assert img.format == ("PNG" if modality == "streetmap" else "JPEG")
                     assert img.mode == "RGB"
     assert summary.counts == {"satellite": 6, "drone": 4, "streetmap": 4, "panorama": 4, "ground": 4}
-    assert {p.name for p in root.iterdir()} == {*summary.counts, "manifest.csv", "poses.csv", "world.json"}
+    assert {p.name for p in root.iterdir()} == {*summary.counts, MANIFEST_FILE, POSES_FILE, MARKER_FILE}
 
 
 def test_subset_of_modalities(tmp_path: Path) -> None:
@@ -126,7 +130,7 @@ def test_sites_are_on_roads_and_spread(tmp_path: Path) -> None:
     sites = world.sample_sites(cfg, city)
     xy = np.array([(s.x, s.y) for s in sites])
     assert len(sites) == 15 and [s.queries for s in sites] == [True] * 12 + [False] * 3
-    assert set(city.labels(xy[:, 0], xy[:, 1]).tolist()) <= {world.ROAD, world.MAJOR}
+    assert set(city.labels(xy[:, 0], xy[:, 1]).tolist()) <= {ROAD, MAJOR}
     gaps = np.hypot(xy[:, None, 0] - xy[None, :, 0], xy[:, None, 1] - xy[None, :, 1]) + np.eye(len(xy)) * 1e9
     assert gaps.min() >= world.min_spacing(cfg)
 
@@ -138,10 +142,10 @@ def test_world_json_is_last_and_a_rerun_reuses(tmp_path: Path) -> None:
     cfg = small_config(tmp_path)
     world.generate_world(cfg)
     root = Path(cfg.output)
-    marker = root / "world.json"
+    marker = root / MARKER_FILE
     others = [p for p in root.rglob("*") if p.is_file() and p != marker]
     assert marker.stat().st_mtime_ns >= max(p.stat().st_mtime_ns for p in others)
-    meta = world.storage.read_json(str(marker))
+    meta = storage.read_json(str(marker))
     assert meta["seed"] == 7 and meta["renderer_version"] == world.RENDERER_VERSION
     assert meta["counts"]["satellite"] == 4 and meta["config"]["locations"] == 3
     before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
@@ -158,7 +162,7 @@ def test_other_config_needs_overwrite(tmp_path: Path) -> None:
         world.generate_world(other)
     summary = world.generate_world(other.model_copy(update={"overwrite": True}))
     assert not summary.reused
-    assert world.storage.read_json(str(Path(cfg.output) / "world.json"))["seed"] == 8
+    assert storage.read_json(str(Path(cfg.output) / MARKER_FILE))["seed"] == 8
 
 
 def test_a_crash_leaves_no_marker_and_a_rerun_rewrites_everything(
@@ -172,13 +176,13 @@ def test_a_crash_leaves_no_marker_and_a_rerun_rewrites_everything(
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(world, "manifest_rows", boom)
+    monkeypatch.setattr(generate, "manifest_rows", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         world.generate_world(cfg)
-    assert not (root / "world.json").exists()
+    assert not (root / MARKER_FILE).exists()
     monkeypatch.undo()
     summary = world.generate_world(cfg)
-    assert not summary.reused and (root / "world.json").exists()
+    assert not summary.reused and (root / MARKER_FILE).exists()
     assert not (root / "satellite" / "w09999.jpg").exists()
     assert len(list((root / "satellite").iterdir())) == 4
 
@@ -193,26 +197,26 @@ def test_config_validation() -> None:
 # --- geometry ----------------------------------------------------------------------------------------------
 
 
-def flat_layers(n: int = 128, res: float = 1.0) -> wr.Layers:
+def flat_layers(n: int = 128, res: float = 1.0) -> Layers:
     """An empty grey plain centred on (0, 0)."""
     zeros = np.zeros((n, n), dtype=np.uint8)
     grey = np.full((n, n, 3), 0.4, dtype=np.float32)
     half = n * res / 2
-    return wr.Layers(-half, half, res, zeros, zeros.copy(), np.zeros((n, n), np.float32), grey, grey.copy(),
+    return Layers(-half, half, res, zeros, zeros.copy(), np.zeros((n, n), np.float32), grey, grey.copy(),
                      np.zeros((n, n), np.float32))  # fmt: skip
 
 
-def add_block(layers: wr.Layers, x0: float, x1: float, y0: float, y1: float, height: float) -> None:
+def add_block(layers: Layers, x0: float, x1: float, y0: float, y1: float, height: float) -> None:
     """A pure red building over [x0, x1] x [y0, y1] (metres)."""
     xs = layers.x0 + (np.arange(layers.size) + 0.5) * layers.res
     ys = layers.y0 - (np.arange(layers.size) + 0.5) * layers.res
     mask = ((ys[:, None] >= y0) & (ys[:, None] <= y1)) & ((xs[None, :] >= x0) & (xs[None, :] <= x1))
     layers.height[mask] = layers.solid[mask] = height
-    layers.label[mask] = wr.BUILDING
+    layers.label[mask] = BUILDING
     layers.top[mask] = layers.ground_top[mask] = layers.wall[mask] = (1.0, 0.0, 0.0)
 
 
-OVERCAST_BLUE = wr.Light(0.0, 45.0, (0, 0, 0), (1, 1, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1), 1e9, 0.0)
+OVERCAST_BLUE = Light(0.0, 45.0, (0, 0, 0), (1, 1, 1), (0, 0, 1), (0, 0, 1), (0, 0, 1), 1e9, 0.0)
 
 
 def is_red(rgb: np.ndarray) -> bool:
@@ -228,8 +232,8 @@ def test_panorama_is_north_aligned_north_at_the_centre() -> None:
     layers = flat_layers()
     add_block(layers, -6, 6, 15, 30, 40.0)
     size = 64
-    img = wr.render_panorama(layers, 0.0, 0.0, size, OVERCAST_BLUE, sky_seed=0)
-    azimuth, elevation = wr.panorama_angles(2 * size, size)
+    img = render_street.render_panorama(layers, 0.0, 0.0, size, OVERCAST_BLUE, sky_seed=0)
+    azimuth, elevation = render_street.panorama_angles(2 * size, size)
     row = int(np.argmin(np.abs(elevation - 35.0)))  # 35 degrees up: the wall at 15 m reaches 63 degrees
     north = int(np.argmin(np.abs(azimuth - 0.0)))
     assert north in (size - 1, size)  # the centre of the panorama
@@ -240,15 +244,15 @@ def test_panorama_is_north_aligned_north_at_the_centre() -> None:
     # A building to the east appears at three quarters of the width.
     layers = flat_layers()
     add_block(layers, 15, 30, -6, 6, 40.0)
-    img = wr.render_panorama(layers, 0.0, 0.0, size, OVERCAST_BLUE, sky_seed=0)
+    img = render_street.render_panorama(layers, 0.0, 0.0, size, OVERCAST_BLUE, sky_seed=0)
     assert is_red(img[row, 3 * size // 2]) and is_sky(img[row, size])
 
 
 def test_ground_photo_looks_along_its_heading() -> None:
     layers = flat_layers()
     add_block(layers, -6, 6, 15, 30, 40.0)
-    towards = wr.render_ground(layers, 0.0, 0.0, 48, 0.0, OVERCAST_BLUE, sky_seed=0)
-    away = wr.render_ground(layers, 0.0, 0.0, 48, 180.0, OVERCAST_BLUE, sky_seed=0)
+    towards = render_street.render_ground(layers, 0.0, 0.0, 48, 0.0, OVERCAST_BLUE, sky_seed=0)
+    away = render_street.render_ground(layers, 0.0, 0.0, 48, 180.0, OVERCAST_BLUE, sky_seed=0)
     assert is_red(towards[10, 24]) and is_sky(away[10, 24])
     assert is_sky(towards[10, 1]) or is_sky(
         towards[10, 46]
@@ -281,16 +285,16 @@ def test_panorama_skyline_matches_the_map(tmp_path: Path) -> None:
     checked = 0
     for site in sites:
         layers = world.site_layers(cfg, city, site)
-        azimuth, elevation = wr.panorama_angles(128, 64)
+        azimuth, elevation = render_street.panorama_angles(128, 64)
         documented = (np.arange(128) + 0.5) / 128 * 360 - 180  # docs/world.md: north at the centre
         assert np.allclose(azimuth, documented)
         slopes = np.tan(np.radians(elevation))[:, None] * np.ones((1, 128))
-        hits = wr.street_hits(layers, site.x, site.y, documented, slopes)
+        hits = render_street.street_hits(layers, site.x, site.y, documented, slopes)
         rendered = elevation[np.argmax(hits.seen, axis=0)]
         a = np.radians(documented)[:, None]  # clockwise from north: east is +x
         idx, _ = layers.index(site.x + np.sin(a) * d, site.y + np.cos(a) * d)
         heights = layers.height.ravel()[idx]
-        expected = np.degrees(np.arctan(((heights - wr.CAMERA_HEIGHT_M) / d).max(axis=1)))
+        expected = np.degrees(np.arctan(((heights - render_street.CAMERA_HEIGHT_M) / d).max(axis=1)))
         if np.ptp(expected) < 10:  # an open square has no skyline to align
             continue
         checked += 1
@@ -308,11 +312,11 @@ def test_drone_looks_at_the_location() -> None:
     layers = flat_layers(n=192, res=1.0)
     for seed in range(3):
         rng = np.random.default_rng(seed)
-        img, pose = wr.render_drone(layers, 0.0, 0.0, 33, 128.0, OVERCAST_BLUE, rng)
+        img, pose = render_drone.render_drone(layers, 0.0, 0.0, 33, 128.0, OVERCAST_BLUE, rng)
         assert img.shape == (33, 33, 3) and 55 <= pose["drone_pitch_deg"] <= 65
     layers = flat_layers(n=192, res=1.0)
     add_block(layers, -3, 3, -3, 3, 2.0)  # a red roof exactly at the location
-    img, _ = wr.render_drone(layers, 0.0, 0.0, 33, 128.0, OVERCAST_BLUE, np.random.default_rng(0))
+    img, _ = render_drone.render_drone(layers, 0.0, 0.0, 33, 128.0, OVERCAST_BLUE, np.random.default_rng(0))
     assert is_red(img[16, 16]) and not is_red(img[0, 0])
 
 
@@ -331,7 +335,7 @@ def test_colour_histograms_do_not_solve_it(tmp_path: Path) -> None:
     assert np.mean([r.recall[1] for r in results.values()]) <= 0.3
     # Control: the same machinery finds a tile given the tile itself, so the low figures above are real.
     root = Path(cfg.output)
-    text = (root / "manifest.csv").read_text()
+    text = (root / MANIFEST_FILE).read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     for r in rows:
         r["query_uri"] = r["tile_uri"]
@@ -339,5 +343,92 @@ def test_colour_histograms_do_not_solve_it(tmp_path: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (root / "manifest.csv").write_text(buf.getvalue())
+    (root / MANIFEST_FILE).write_text(buf.getvalue())
     assert all(r.recall[1] == 1.0 for r in world.histogram_baseline(cfg.output))
+
+
+def test_baseline_ties_count_against_the_query(tmp_path: Path) -> None:
+    """The baseline ranks by the platform's metrics: a tie is a miss, as in evaluation.
+
+    Identical images give every tile the same score; a tie rule in the query's favour would report a
+    perfect R@1 for a method that cannot tell the tiles apart."""
+    root = tmp_path / "flat"
+    grey = np.full((32, 32, 3), 128, dtype=np.uint8)
+    rows = []
+    for i in range(1, 4):
+        site = f"w{i:05d}"
+        for folder in ("satellite", "drone"):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(grey).save(root / folder / f"{site}.jpg")
+        uris = {"query_uri": f"drone/{site}.jpg", "modality": "drone", "tile_uri": f"satellite/{site}.jpg"}
+        rows.append({**uris, "location_id": site, "lat": "0", "lon": "0", "split": ""})
+    with (root / MANIFEST_FILE).open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    for metric in ("intersection", "chi2"):
+        (result,) = world.histogram_baseline(str(root), metric=metric, ks=(1, 2, 3))
+        assert (result.queries, result.gallery) == (3, 3)
+        assert result.recall == {1: 0.0, 2: 0.0, 3: 1.0}, metric
+
+
+# --- user errors through the command line ------------------------------------------------------------------
+
+
+def run_world(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from gleam_cli.main import app
+
+    result = CliRunner().invoke(app, ["world", "--set", "tile_size=32", "--set", "query_size=32", *args])
+    return result.exit_code, result.output
+
+
+def assert_one_error(output: str, *fragments: str) -> None:
+    """One `error:` message that says what to fix, and no traceback."""
+    assert output.startswith("error:") and output.count("error:") == 1, output
+    assert "Traceback" not in output
+    flat = " ".join(output.split())
+    for fragment in fragments:
+        assert fragment in flat, (fragment, output)
+
+
+def test_cli_refuses_an_output_holding_other_files_and_keeps_them(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    (out / "satellite").mkdir(parents=True)
+    (out / "satellite" / "holiday.jpg").write_bytes(b"not the world's")
+    (out / "notes.txt").write_text("keep me")
+    code, output = run_world("--output", str(out), "--locations", "2")
+    assert code == 3
+    assert_one_error(output, "notes.txt", "new or empty folder")
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert (out / "satellite" / "holiday.jpg").read_bytes() == b"not the world's"
+
+
+def test_cli_refuses_a_file_as_output(tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    code, output = run_world("--output", str(target), "--locations", "2")
+    assert code == 3
+    assert_one_error(output, "is a file", "give a folder")
+    assert target.read_text() == "x"
+
+
+def test_cli_rejects_a_blank_output_and_bad_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, output = run_world("--output", " ", "--locations", "2")
+    assert code == 2
+    assert_one_error(output, "output", "give a store URI or a folder")
+    assert list(tmp_path.iterdir()) == []  # nothing written into the working directory
+    code, output = run_world("--output", str(tmp_path / "w"), "--set", "modalities=[satellite]")
+    assert code == 2
+    assert_one_error(output, "modalities", "query modalities only")
+
+
+def test_cli_refuses_a_world_from_another_config_without_overwrite(tmp_path: Path) -> None:
+    out = str(tmp_path / "w")
+    assert run_world("--output", out, "--locations", "2", "--seed", "1")[0] == 0
+    code, output = run_world("--output", out, "--locations", "2", "--seed", "2")
+    assert code == 3
+    assert_one_error(output, "another config", "overwrite=true")
+    assert storage.read_json(str(Path(out) / MARKER_FILE))["seed"] == 1

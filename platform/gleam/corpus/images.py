@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from gleam.config import ImageLimits
+from gleam.corpus.config import ImageLimits
 from gleam.corpus.schema import RejectReason
+from gleam.storage_errors import ReadFailure, classify, one_line
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never silently grey pixels
 WHITE = (255, 255, 255)
@@ -55,6 +56,14 @@ class ProcessedImage:
 
 def _reject(sha: str, reason: RejectReason, detail: str) -> ProcessedImage:
     return ProcessedImage(sha256=sha, reason=reason.value, detail=detail)
+
+
+def unreadable(uri: str, exc: BaseException) -> ProcessedImage:
+    """The reject for an object the store would not hand over for good: absent (missing_file), or
+    denied or refused (read_error). A failing store never ends here: it is retried, then fails the job."""
+    if classify(exc) is ReadFailure.MISSING:
+        return _reject("", RejectReason.MISSING_FILE, f"not found: {uri}")
+    return _reject("", RejectReason.READ_ERROR, one_line(exc))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

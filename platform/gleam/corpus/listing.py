@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from gleam.config import PrepareConfig, SplitConfig
+from gleam.corpus.config import PrepareConfig, SplitConfig
 from gleam.corpus.schema import RejectReason
 from gleam.corpus.sources import Listed, list_records, to_table
 from gleam.corpus.splits import split_for_location

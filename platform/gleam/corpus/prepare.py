@@ -7,6 +7,10 @@ work area is routed into `tiles/`, `queries/`, `rejects/` Parquet and `manifest.
 Re-running is safe: a corpus whose manifest matches the config is left alone, and anything without a
 manifest is an interrupted run whose leftovers are deleted before starting again, so a crash never
 leaves duplicates behind. Every listed input ends in exactly one output: accepted + rejected == listed.
+
+A failing store is not bad input: reads it fails are retried with backoff (`RetryPolicy`, set by
+GLEAM_READ_ATTEMPTS / GLEAM_READ_BACKOFF_S / GLEAM_READ_MAX_S), and when it does not recover the job
+fails with a StorageError before anything is published, so the next run reads everything again.
 """
 
 from __future__ import annotations
@@ -25,14 +29,16 @@ import pyarrow.parquet as pq
 
 from gleam import __version__, storage
 from gleam.cluster import init_ray
-from gleam.config import PrepareConfig, config_hash
+from gleam.config import config_hash
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.contact_sheet import contact_sheets
 from gleam.corpus.listing import build_listing
 from gleam.corpus.reader import PARTS, PreparedCorpus, open_corpus
 from gleam.corpus.resolve import Resolution, resolve
 from gleam.corpus.schema import OUTPUT_SCHEMAS, SCHEMA_VERSION, Role
 from gleam.corpus.stages import WORK_SCHEMA, decode_batch, route_batch
-from gleam.errors import RefusedError
+from gleam.errors import RefusedError, StorageError
+from gleam.storage_errors import RetryPolicy, causes
 from gleam.tracking import JobRun, job_run
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,7 @@ class PrepareResult:
 
 
 def prepare(config: PrepareConfig) -> PrepareResult:
+    retry = RetryPolicy.from_env()  # read on the driver and shipped with the tasks
     corpus_uri = config.corpus_uri
     wanted_hash = config_hash(config, exclude=RUNTIME_ONLY)
     existing = _existing_manifest(corpus_uri)
@@ -72,7 +79,7 @@ def prepare(config: PrepareConfig) -> PrepareResult:
 
     init_ray()
     with job_run("prepare", config, config.tracking, tags={"gleam.corpus": config.name}) as run:
-        manifest = _run(config, corpus_uri, wanted_hash, run)
+        manifest = _run(config, corpus_uri, wanted_hash, run, retry)
     return PrepareResult(corpus_uri, manifest, skipped=False)
 
 
@@ -81,7 +88,9 @@ def _existing_manifest(corpus_uri: str) -> dict[str, Any] | None:
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
-def _run(config: PrepareConfig, corpus_uri: str, wanted_hash: str, run: JobRun) -> dict[str, Any]:
+def _run(
+    config: PrepareConfig, corpus_uri: str, wanted_hash: str, run: JobRun, retry: RetryPolicy
+) -> dict[str, Any]:
     import ray.data
 
     seconds: dict[str, float] = {}
@@ -94,18 +103,35 @@ def _run(config: PrepareConfig, corpus_uri: str, wanted_hash: str, run: JobRun) 
     work_uri = storage.join(corpus_uri, WORK_DIR)
     t = time.perf_counter()
     sizes = {m.value: size for m, size in config.sizes.items()}
-    (
-        ray.data.from_arrow(_blocks(listing, config.batch_size))
-        .map_batches(
-            decode_batch,
-            batch_size=config.batch_size,
-            batch_format="pyarrow",
-            fn_kwargs={"sizes": sizes, "limits": config.limits},
-            num_cpus=1,
-            compute=ray.data.TaskPoolStrategy(size=config.concurrency),
+    data_context = ray.data.DataContext.get_current()
+    wrap_errors = data_context.raise_original_map_exception
+    data_context.raise_original_map_exception = True  # a read's StorageError comes back as itself
+    try:
+        (
+            ray.data.from_arrow(_blocks(listing, config.batch_size))
+            .map_batches(
+                decode_batch,
+                batch_size=config.batch_size,
+                batch_format="pyarrow",
+                fn_kwargs={"sizes": sizes, "limits": config.limits, "retry": retry},
+                num_cpus=1,
+                compute=ray.data.TaskPoolStrategy(size=config.concurrency),
+            )
+            .write_parquet(
+                storage.resolve(work_uri)[1], filesystem=fs, min_rows_per_file=config.rows_per_shard
+            )
         )
-        .write_parquet(storage.resolve(work_uri)[1], filesystem=fs, min_rows_per_file=config.rows_per_shard)
-    )
+    except Exception as exc:
+        failure = _storage_failure(exc)
+        if failure is None:
+            raise
+        first_line = str(failure).splitlines()[0]  # Ray Data appends lines of its own to the message
+        raise StorageError(
+            f"{first_line}. Nothing was published; run the same prepare again once the store answers "
+            "and it finishes the work"
+        ) from exc
+    finally:
+        data_context.raise_original_map_exception = wrap_errors
     seconds["decode"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -124,6 +150,15 @@ def _run(config: PrepareConfig, corpus_uri: str, wanted_hash: str, run: JobRun) 
     _log_run(run, config, corpus_uri, manifest)
     storage.write_json(storage.join(corpus_uri, "manifest.json"), manifest)  # published last
     return manifest
+
+
+def _storage_failure(exc: BaseException) -> StorageError | None:
+    """The StorageError a read task raised: Ray hands it back wrapped (RayTaskError keeps it as
+    `.cause`), and the wrapper, a StorageError too, carries the worker's traceback in its text."""
+    for item in causes(exc):
+        if isinstance(item, StorageError) and not isinstance(getattr(item, "cause", None), BaseException):
+            return item
+    return None
 
 
 def _blocks(listing: pa.Table, batch_size: int) -> list[pa.Table]:

@@ -7,6 +7,10 @@ georeferencing must be inside the GeoTIFF, and both stores then read a file the 
 
 rasterio datasets are not thread-safe, and `decode_batch` reads on a thread pool, so `RasterReaders`
 keeps one open dataset per (thread, file) for the length of a batch.
+
+GDAL turns a failed S3 read into its own error and drops the exception the store raised, so the reader
+handed to GDAL keeps that exception (`FetchLog`): a failing store is then retried and, if it does not
+recover, raised (the job fails), while a missing or unreadable file and corrupt blocks stay rejects.
 """
 
 from __future__ import annotations
@@ -27,37 +31,52 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from gleam import storage
-from gleam.config import ImageLimits
-from gleam.corpus.images import ProcessedImage
+from gleam.corpus.config import ImageLimits
+from gleam.corpus.images import ProcessedImage, unreadable
 from gleam.corpus.raster_uri import WindowRef, parse_window_uri
 from gleam.corpus.schema import RejectReason
+from gleam.storage_errors import ReadFailure, RetryPolicy, classify, is_transient
 
 log = logging.getLogger(__name__)
 GDAL_OPTIONS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}  # no sidecar probing (one request each on S3)
 SUPPORTED_DTYPES = ("uint8", "uint16")
 
 
-class FetchCounter:
-    """Bytes that S3 reads handed to GDAL: shows that a window costs a few blocks, not the file."""
+class FetchLog:
+    """What S3 reads handed to GDAL: the bytes (a window costs a few blocks, not the file), and the
+    error of a read that failed, per thread (GDAL calls the opener on the thread that reads)."""
 
     def __init__(self) -> None:
         self.bytes = 0
         self._lock = threading.Lock()
+        self._errors = threading.local()
 
     def add(self, n: int) -> None:
         with self._lock:
             self.bytes += n
 
+    def record_error(self, exc: Exception) -> None:
+        self._errors.last = exc
+
+    def take_error(self) -> Exception | None:
+        """The error the store raised on this thread since the last call, if any."""
+        exc, self._errors.last = getattr(self._errors, "last", None), None
+        return exc
+
 
 class _CountedFile:
-    """A file-like that counts what is read through it (the four methods GDAL's opener needs)."""
+    """A file-like that logs what is read through it (the four methods GDAL's opener needs)."""
 
-    def __init__(self, handle: BinaryIO, counter: FetchCounter) -> None:
-        self._handle, self._counter = handle, counter
+    def __init__(self, handle: BinaryIO, log: FetchLog) -> None:
+        self._handle, self._log = handle, log
 
     def read(self, size: int = -1) -> bytes:
-        data = self._handle.read(size)
-        self._counter.add(len(data))
+        try:
+            data = self._handle.read(size)
+        except Exception as exc:  # kept for the caller; GDAL sees a short read and fails the operation
+            self._log.record_error(exc)
+            return b""
+        self._log.add(len(data))
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -76,24 +95,30 @@ class _CountedFile:
         self.close()
 
 
-def open_raster(uri: str, counter: FetchCounter | None = None) -> DatasetReader:
-    """An open dataset (the caller closes it); rasterio errors (RasterioIOError) pass through."""
+def open_raster(uri: str, log: FetchLog | None = None) -> DatasetReader:
+    """An open dataset (the caller closes it); rasterio errors (RasterioIOError) pass through, and on S3
+    the store's own error, if one caused them, is in `log`."""
     uri = storage.normalize(uri)
     with rasterio.Env(**GDAL_OPTIONS), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # reported as a reject, not as noise
         if storage.is_s3(uri):
-            opener = _single_file_opener(uri, counter or FetchCounter())
+            opener = _single_file_opener(uri, log or FetchLog())
             return rasterio.open(uri, opener=opener, sharing=False)
         return rasterio.open(uri, sharing=False)
 
 
-def _single_file_opener(uri: str, counter: FetchCounter) -> Any:
+def _single_file_opener(uri: str, log: FetchLog) -> Any:
     """Serves exactly `uri`; any other path GDAL asks for (rasterio's probe, a sidecar) does not exist."""
 
     def opener(path: str, mode: str = "rb", **_: Any) -> _CountedFile:
         if "r" not in mode or storage.normalize(path) != uri:
             raise FileNotFoundError(path)
-        return _CountedFile(storage.open_ranged(uri), counter)
+        try:
+            handle = storage.open_ranged(uri)
+        except Exception as exc:
+            log.record_error(exc)
+            raise
+        return _CountedFile(handle, log)
 
     return opener
 
@@ -179,8 +204,9 @@ class _Opened:
 class RasterReaders:
     """Window reads for one batch: datasets opened lazily per (thread, file) and all closed at the end."""
 
-    def __init__(self) -> None:
-        self.fetched = FetchCounter()  # bytes read from S3 (local files are read by GDAL itself)
+    def __init__(self, retry: RetryPolicy = RetryPolicy()) -> None:
+        self.fetched = FetchLog()  # S3 reads (local files are read by GDAL itself)
+        self._retry = retry
         self._open: dict[tuple[int, str], _Opened] = {}
         self._failed: dict[str, ProcessedImage] = {}
         self._lock = threading.Lock()
@@ -192,19 +218,35 @@ class RasterReaders:
         self.close()
 
     def read(self, uri: str, limits: ImageLimits) -> bytes | ProcessedImage:
-        """PNG bytes of a window URI, or a reject; never raises."""
+        """PNG bytes of a window URI, or a reject; raises StorageError only when the store keeps failing."""
         try:
             ref = parse_window_uri(uri)
         except ValueError as exc:
             return _reject(RejectReason.BAD_RECORD, str(exc))
+        return self._retry.call(ref.file_uri, lambda: self._read_window(ref, limits))
+
+    def _read_window(self, ref: WindowRef, limits: ImageLimits) -> bytes | ProcessedImage:
+        """One try: the window or a reject, or the store's error when the store failed (to retry)."""
         opened = self._dataset(ref.file_uri)
         if isinstance(opened, ProcessedImage):
             return opened
+        self.fetched.take_error()
         try:
-            return opened.context.run(window_png, opened.dataset, ref, limits)
+            result: bytes | ProcessedImage | Exception = opened.context.run(
+                window_png, opened.dataset, ref, limits
+            )
         except Exception as exc:  # GDAL errors on corrupt blocks, S3 failures mid-read
-            cause = f" ({exc.__cause__})" if exc.__cause__ else ""  # rasterio keeps GDAL's message here
-            return _reject(RejectReason.READ_ERROR, f"{type(exc).__name__}: {exc}{cause}")
+            result = exc
+        store_error = self.fetched.take_error()
+        if store_error is not None:
+            if is_transient(store_error):
+                self._discard(ref.file_uri)  # it saw a failed read: the next try opens the file anew
+                raise store_error
+            return unreadable(ref.file_uri, store_error)
+        if isinstance(result, Exception):
+            cause = f" ({result.__cause__})" if result.__cause__ else ""  # rasterio keeps GDAL's message here
+            return _reject(RejectReason.READ_ERROR, f"{type(result).__name__}: {result}{cause}")
+        return result
 
     def _dataset(self, file_uri: str) -> _Opened | ProcessedImage:
         key = (threading.get_ident(), file_uri)
@@ -213,29 +255,57 @@ class RasterReaders:
         if known is not None:
             return known
         context = contextvars.copy_context()
+        self.fetched.take_error()
         try:
-            opened = _Opened(context, context.run(open_raster, file_uri, self.fetched))
+            dataset = context.run(open_raster, file_uri, self.fetched)
         except Exception as exc:
-            failed = _open_failure(file_uri, exc)
-            with self._lock:
-                self._failed[file_uri] = failed
-            return failed
+            return self._open_failed(file_uri, self.fetched.take_error() or exc)
+        store_error = self.fetched.take_error()
+        if store_error is not None:  # GDAL opened it from a short read: not to be trusted
+            context.run(dataset.close)
+            return self._open_failed(file_uri, store_error)
+        opened = _Opened(context, dataset)
         with self._lock:
             self._open[key] = opened
         return opened
+
+    def _open_failed(self, file_uri: str, exc: Exception) -> ProcessedImage:
+        """The file's reject, remembered for the batch; a failing store is raised (and not remembered:
+        the next try asks the store again)."""
+        if is_transient(exc):
+            raise exc
+        failed = _open_failure(file_uri, exc)
+        with self._lock:
+            self._failed[file_uri] = failed
+        return failed
+
+    def _discard(self, file_uri: str) -> None:
+        """Close this thread's dataset of the file (it is reopened on next use)."""
+        with self._lock:
+            item = self._open.pop((threading.get_ident(), file_uri), None)
+        if item is not None:
+            _close(item)
 
     def close(self) -> None:
         """Close every dataset (after the threads using them are done); a failing close is only logged."""
         with self._lock:
             opened, self._open = list(self._open.values()), {}
         for item in opened:
-            try:
-                item.context.run(item.dataset.close)
-            except Exception as exc:
-                log.warning("closing %s failed: %s: %s", item.dataset.name, type(exc).__name__, exc)
+            _close(item)
+
+
+def _close(item: _Opened) -> None:
+    try:
+        item.context.run(item.dataset.close)
+    except Exception as exc:
+        log.warning("closing %s failed: %s: %s", item.dataset.name, type(exc).__name__, exc)
 
 
 def _open_failure(file_uri: str, exc: Exception) -> ProcessedImage:
+    """missing_file or read_error. An absent S3 object says so; GDAL's errors (local files) do not, so
+    then the store is asked whether the file is there."""
+    if classify(exc) is ReadFailure.MISSING:
+        return unreadable(file_uri, exc)
     try:
         missing = not storage.exists(file_uri)
     except Exception:

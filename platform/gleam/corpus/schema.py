@@ -51,7 +51,7 @@ class Role(str, Enum):
 class RejectReason(str, Enum):
     """Stable reason codes for rejected inputs; tooling and dashboards key on these strings."""
 
-    READ_ERROR = "read_error"  # the object could not be read from the store
+    READ_ERROR = "read_error"  # refused for good (denied, corrupt blocks); a failing store fails the job
     EMPTY_FILE = "empty_file"  # zero bytes
     NOT_AN_IMAGE = "not_an_image"  # no image format recognised
     DECODE_ERROR = "decode_error"  # recognised but corrupt or truncated

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from gleam.config import SplitConfig
+from gleam.corpus.config import SplitConfig
 from gleam.corpus.schema import Split
 
 

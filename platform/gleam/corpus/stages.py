@@ -3,7 +3,9 @@
 `decode_batch` reads and processes images (I/O on a few threads, decoding on the task's CPU) and keeps
 every row, turning failures into reasons; a raster window URI (`gleam.corpus.raster_uri`) is read as
 that window of its GeoTIFF. `route_batch` selects the rows of one output and shapes them to its schema.
-Neither raises on bad data, so one poisoned file cannot fail a job.
+Neither raises on bad data, so one poisoned file cannot fail a job. A failing store is another matter:
+a read it fails is retried (`gleam.storage_errors.RetryPolicy`), and when the store does not recover
+`decode_batch` raises StorageError, so the job fails instead of publishing a corpus with holes.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from gleam import storage
-from gleam.config import ImageLimits
-from gleam.corpus.images import ProcessedImage, process_image
+from gleam.corpus.config import ImageLimits
+from gleam.corpus.images import ProcessedImage, process_image, unreadable
 from gleam.corpus.raster_uri import is_window_uri
 from gleam.corpus.schema import (
     LISTING_SCHEMA,
@@ -24,6 +26,8 @@ from gleam.corpus.schema import (
     RejectReason,
     Role,
 )
+from gleam.errors import StorageError
+from gleam.storage_errors import RetryPolicy
 
 if TYPE_CHECKING:
     from gleam.corpus.raster_read import RasterReaders
@@ -40,18 +44,15 @@ WORK_SCHEMA = pa.schema(
 IO_THREADS = 8
 
 
-def read_limited(uri: str, max_bytes: int) -> bytes | ProcessedImage:
-    """Read at most max_bytes + 1 bytes, so a huge object is rejected without filling memory."""
+def read_limited(uri: str, max_bytes: int, retry: RetryPolicy) -> bytes | ProcessedImage:
+    """Read at most max_bytes + 1 bytes, so a huge object is rejected without filling memory. A missing
+    or unreadable object is a reject; a failing store is retried, then raises StorageError."""
     try:
-        fs, path = storage.resolve(uri)
-        with fs.open_input_stream(path) as stream:
-            data = stream.read(max_bytes + 1)
-    except FileNotFoundError:
-        return ProcessedImage(sha256="", reason=RejectReason.MISSING_FILE.value, detail=f"not found: {uri}")
+        data = retry.call(uri, lambda: _read_head(uri, max_bytes + 1))
+    except StorageError:
+        raise
     except Exception as exc:
-        return ProcessedImage(
-            sha256="", reason=RejectReason.READ_ERROR.value, detail=f"{type(exc).__name__}: {exc}"
-        )
+        return unreadable(uri, exc)
     if len(data) > max_bytes:
         return ProcessedImage(
             sha256="",
@@ -61,36 +62,51 @@ def read_limited(uri: str, max_bytes: int) -> bytes | ProcessedImage:
     return data
 
 
+def _read_head(uri: str, size: int) -> bytes:
+    with storage.open_input(uri) as stream:
+        return stream.read(size)
+
+
 def _process_one(
-    row: dict[str, Any], sizes: dict[str, tuple[int, int]], limits: ImageLimits, rasters: RasterReaders | None
+    row: dict[str, Any],
+    sizes: dict[str, tuple[int, int]],
+    limits: ImageLimits,
+    rasters: RasterReaders | None,
+    retry: RetryPolicy,
 ) -> ProcessedImage:
     uri = row["source_uri"]
     if rasters is not None and is_window_uri(uri):
         data = rasters.read(uri, limits)  # a window of a GeoTIFF, as PNG bytes
     else:
-        data = read_limited(uri, limits.max_bytes)
+        data = read_limited(uri, limits.max_bytes, retry)
     if isinstance(data, ProcessedImage):
         return data
     return process_image(data, tuple(sizes[row["modality"]]), limits)
 
 
-def _raster_readers(uris: list[str]) -> AbstractContextManager[RasterReaders | None]:
+def _raster_readers(uris: list[str], retry: RetryPolicy) -> AbstractContextManager[RasterReaders | None]:
     """Window readers when the batch names raster windows; rasterio is imported only then."""
     if not any(is_window_uri(uri) for uri in uris):
         return nullcontext(None)
     from gleam.corpus.raster_read import RasterReaders
 
-    return RasterReaders()
+    return RasterReaders(retry)
 
 
-def decode_batch(batch: pa.Table, sizes: dict[str, tuple[int, int]], limits: ImageLimits) -> pa.Table:
+def decode_batch(
+    batch: pa.Table,
+    sizes: dict[str, tuple[int, int]],
+    limits: ImageLimits,
+    retry: RetryPolicy = RetryPolicy(),
+) -> pa.Table:
     rows = batch.to_pylist()
     todo = [i for i, row in enumerate(rows) if row["reason"] is None]
-    with (
-        _raster_readers([rows[i]["source_uri"] for i in todo]) as rasters,
-        ThreadPoolExecutor(min(IO_THREADS, max(1, len(todo)))) as pool,
-    ):
-        processed = pool.map(lambda i: _process_one(rows[i], sizes, limits, rasters), todo)
+    with _raster_readers([rows[i]["source_uri"] for i in todo], retry) as rasters:
+        pool = ThreadPoolExecutor(min(IO_THREADS, max(1, len(todo))))
+        try:
+            processed = list(pool.map(lambda i: _process_one(rows[i], sizes, limits, rasters, retry), todo))
+        finally:  # after a StorageError no queued read starts: the job is failing anyway
+            pool.shutdown(cancel_futures=True)
         results = dict(zip(todo, processed, strict=True))
     out = []
     for i, row in enumerate(rows):

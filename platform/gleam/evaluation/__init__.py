@@ -1,5 +1,7 @@
-"""Retrieval evaluation for GLEAM-C: metrics in the University-1652 convention (docs/evaluation.md)."""
+"""Retrieval evaluation for GLEAM-C in the University-1652 convention (docs/evaluation.md).
 
-from gleam.retrieval.metrics import retrieval_metrics
-
-__all__ = ["retrieval_metrics"]
+`evaluate` is the job and `through_index` its path through a published index; below them, modules any
+caller may use: `split` (a split's gallery and queries, embedded and scored: training's validation too),
+`metric_log` (MLflow names), `grid` (the retrieval grid), `result` and `report` (what a run returns and
+its table), `config`. Embedding is `gleam.model.embedding`'s, search and metrics `gleam.retrieval`'s.
+"""

@@ -2,6 +2,7 @@
 
 A grid is the fastest way to see *why* a number is low (wrong modality size, rotated tiles, a label
 bug that puts the positive nowhere), so it is logged next to the metrics of every evaluation.
+`search_grid` builds the rows from a search over a prepared corpus; `retrieval_grid` draws them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,14 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow.compute as pc
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from gleam.corpus.reader import PreparedCorpus
+from gleam.model.embedding import Embedded
+from gleam.retrieval.search import SearchFn
+
+GRID_TOP_K = 5  # tiles shown per query
 
 CORRECT = (34, 170, 68)
 WRONG = (200, 50, 50)
@@ -90,3 +98,35 @@ def retrieval_grid(rows: Sequence[GridRow], title: str = "", thumb: int = 96, to
 def _shorten(text: str, limit: int) -> str:
     """Keep the end of a long id (where the distinguishing number is), marking the cut."""
     return text if len(text) <= limit else "..." + text[-(limit - 3) :]
+
+
+def search_grid(
+    corpus: PreparedCorpus, search: SearchFn, depth: int, queries: Embedded, n: int, title: str
+) -> Image.Image:
+    """The first `n` queries (by id) with their top tiles; rank of the positive within `depth` results.
+
+    Tiles the corpus does not hold (an index built from another corpus) are left out of the rows.
+    """
+    n = min(n, len(queries.ids))
+    scores, ranked = search(queries.vectors[:n], depth)
+    wanted_tiles = sorted({t for t in ranked[:, :GRID_TOP_K].reshape(-1).tolist() if t is not None})
+    tile_images = _images(corpus, "tiles", "tile_id", wanted_tiles)
+    query_images = _images(corpus, "queries", "query_id", queries.ids[:n])
+    rows = []
+    for i in range(n):
+        positive = queries.labels[i]
+        listed = ranked[i].tolist()
+        rank = listed.index(positive) + 1 if positive in listed else None
+        candidates = [
+            Candidate(tile_images[t], t, float(s), t == positive)
+            for t, s in zip(listed[:GRID_TOP_K], scores[i, :GRID_TOP_K], strict=True)
+            if t in tile_images
+        ]
+        rows.append(GridRow(query_images[queries.ids[i]], queries.ids[i], candidates, rank))
+    return retrieval_grid(rows, title=title, top_k=GRID_TOP_K)
+
+
+def _images(corpus: PreparedCorpus, part: str, id_column: str, ids: Sequence[str]) -> dict[str, bytes]:
+    """JPEG bytes by id, read back from the corpus (only the few a grid shows)."""
+    table = corpus.read(part, [id_column, "image"], filter=pc.field(id_column).isin(list(ids)))
+    return dict(zip(table.column(id_column).to_pylist(), table.column("image").to_pylist(), strict=True))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from rich.table import Table
 
-from gleam.evaluation.evaluate import EvaluationResult
+from gleam.evaluation.result import EvaluationResult
 
 
 def metrics_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> Table:

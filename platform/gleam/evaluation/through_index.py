@@ -8,16 +8,15 @@ exact, per modality and metric, in percentage points; a Flat index has a gap of 
 The gallery is every tile the index holds, whatever its split (a served index usually holds all of
 them), so the figures are below the split-only exact evaluation whenever the index holds more tiles.
 
-Both sides are top-D lists scored by `ranked_metrics`, with D one more than the deepest rank any
-metric needs (max(ks), the R@1% rank, `index_depth`) and at most the gallery size: the extra result
-settles ties at the cut, so exact R@k equals the full-ranking R@k. A positive the search does not
-return within D is a miss beyond D (every R@k fails, AP gets 0; counted in `beyond_depth`), so AP is
-truncated at D on both sides alike.
+Both sides are top-D lists scored by `ranked_metrics` (`gleam.retrieval.search.list_metrics`), with D
+one more than the deepest rank any metric needs (max(ks), the R@1% rank, `index_depth`) and at most
+the gallery size: the extra result settles ties at the cut, so exact R@k equals the full-ranking R@k.
+A positive the search does not return within D is a miss beyond D (every R@k fails, AP gets 0;
+counted in `beyond_depth`), so AP is truncated at D on both sides alike.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,33 +24,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gleam.config import EvaluateConfig
 from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import Modality
-from gleam.evaluation.evaluate import (
-    GRID_TOP_K,
-    Embedded,
-    EmptySplitError,
-    EvaluationResult,
-    IndexComparison,
-    SearchFn,
-    _flat_index,
-    _grid,
-    _log_modality,
-    combine,
-    exact_search,
-    gallery_spread,
-    split_queries,
-)
+from gleam.evaluation.config import EvaluateConfig
+from gleam.evaluation.grid import GRID_TOP_K, search_grid
+from gleam.evaluation.metric_log import log_modality
+from gleam.evaluation.result import EvaluationResult, IndexComparison
+from gleam.evaluation.split import EmptySplitError, gallery_spread, split_queries
 from gleam.index.catalog import IndexChecksumError, OpenedIndex, open_index
 from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
-from gleam.retrieval.metrics import COUNT_NAMES, one_percent_rank, ranked_metrics
+from gleam.model.embedding import Embedded
+from gleam.retrieval.metrics import COUNT_NAMES, one_percent_rank
+from gleam.retrieval.search import exact_search, flat_index, list_metrics
 from gleam.tracking import JobRun
-
-log = logging.getLogger(__name__)
-# (query x result) slots per search call: bounds memory when R@1% of a huge gallery needs a deep list
-_RESULT_BUDGET = 1 << 22
 
 
 def open_published(config: EvaluateConfig, fingerprint: str) -> OpenedIndex:
@@ -89,20 +75,6 @@ def index_gallery(store: str, opened: OpenedIndex) -> Embedded:
     return Embedded(ids, ids, np.ascontiguousarray(vectors, dtype=np.float32))
 
 
-def list_metrics(
-    search: SearchFn, queries: Embedded, gallery_labels: Sequence[str], ks: Sequence[int], depth: int
-) -> dict[str, float]:
-    """`ranked_metrics` over top-`depth` lists, searched in chunks of queries and combined exactly."""
-    chunk = max(1, _RESULT_BUDGET // depth)
-    parts = []
-    for start in range(0, len(queries.ids), chunk):
-        scores, ranked = search(queries.vectors[start : start + chunk], depth)
-        parts.append(
-            ranked_metrics(scores, ranked, queries.labels[start : start + chunk], gallery_labels, ks)
-        )
-    return combine(parts)
-
-
 def gap(index: dict[str, float], exact: dict[str, float]) -> dict[str, float]:
     """Index minus exact for every percentage (counts are not compared)."""
     return {name: index[name] - exact[name] for name in index if name not in COUNT_NAMES}
@@ -121,7 +93,7 @@ def evaluate_through(
     """Per modality: metrics through `opened`, exact over its vectors, and the gap; logged to `run`."""
     gallery = index_gallery(config.store, opened)
     depth = search_depth(len(gallery.ids), config.ks, config.index_depth)
-    exact = exact_search(_flat_index(gallery.vectors), gallery.ids)
+    exact = exact_search(flat_index(gallery.vectors), gallery.ids)
     # "index.*", not the config's own `index_version` param (None when CURRENT was meant)
     run.log_params(
         {
@@ -141,23 +113,29 @@ def evaluate_through(
     gaps: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
     for modality in modalities:
-        queries = split_queries(corpus, config.split, modality, encoder, spec, config.batch_size)
+        queries = split_queries(
+            corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
+        )
         name = modality.value
-        found[name] = list_metrics(opened.search, queries, gallery.ids, config.ks, depth)
+        found[name] = list_metrics(
+            opened.search, queries.vectors, queries.labels, gallery.ids, config.ks, depth
+        )
         if not found[name]["queries"]:
             raise EmptySplitError(
                 f"index {opened.name}/{opened.version} holds none of the tiles of the {len(queries.ids)} "
                 f"{name} queries of split {config.split!r} (built from {opened.meta.get('corpus')})"
             )
-        exact_metrics[name] = list_metrics(exact, queries, gallery.ids, config.ks, depth)
+        exact_metrics[name] = list_metrics(
+            exact, queries.vectors, queries.labels, gallery.ids, config.ks, depth
+        )
         gaps[name] = gap(found[name], exact_metrics[name])
         counts[name] = len(queries.ids)
-        _log_modality(run, name, found[name], "index.")
-        _log_modality(run, name, exact_metrics[name], "exact.")
-        _log_modality(run, name, gaps[name], "gap.")
+        log_modality(run, name, found[name], "index.")
+        log_modality(run, name, exact_metrics[name], "exact.")
+        log_modality(run, name, gaps[name], "gap.")
         if config.grid_queries and run.active:
             title = f"{name} -> satellite through {opened.name}: top {GRID_TOP_K} of {len(gallery.ids)}"
-            grid = _grid(corpus, opened.search, depth, queries, config.grid_queries, title)
+            grid = search_grid(corpus, opened.search, depth, queries, config.grid_queries, title)
             run.log_image(grid, f"retrieval_grid/{name}.png")
     comparison = IndexComparison(
         opened.name,

@@ -9,8 +9,11 @@ retrieval model's opinion when one is.
 - Heatmap: for each cell of the tile's feature map, the best cosine similarity to any cell of the
   query's feature map(s): where on the tile the two views have features in common. It is min/max
   rescaled per tile, so it shows *where* features agree most, not *whether* the views match.
-- Answer: match = similarity >= threshold; confidence in that answer = a logistic of the distance to
-  the threshold (see CONFIDENCE_TEMPERATURE); reasoning = a factual sentence citing the numbers.
+- Answer: match = similarity >= threshold; confidence = the probability that this verdict is right,
+  from the model fitted on the index's own calibration pairs (`gleam.explain.confidence`), and None for
+  an index built before confidences were fitted (a curve fitted to nothing is not a probability);
+  reasoning = a factual sentence citing the numbers; notes = what it fell back on or could not say (a
+  modality answered with the pooled calibration, no fitted confidence, a rank beyond the searched depth).
 - Unless the index says its scores mean nothing (`Evidence.quality`, from the index's meta.json via
   `gleam.index.calibrate.index_quality`): when its tile embeddings have collapsed or its calibration is
   at chance, there is no verdict (match and confidence None), and the reasoning says plainly that the
@@ -22,26 +25,22 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gleam.explain.confidence import POOLED, ConfidenceModel
+from gleam.explain.explanation import Explanation, as_image_list
 from gleam.explain.prompts import normalize_language
 
 if TYPE_CHECKING:
-    from gleam.explain.explainer import Explanation
     from gleam.model.encoder import GleamEncoder
     from gleam.model.spec import EncoderSpec
     from gleam.model.transforms import ImageInput
 
 CALIBRATION_METHOD = "balanced-accuracy"
-# Similarity distance to the threshold at which the evidence answer is e (2.718) times likelier right than
-# wrong: 0.05 above the threshold -> confidence 0.73, 0.15 above -> 0.95. Cosine similarities of a trained
-# GLEAM-C encoder spread over a few tenths between positives and negatives, so 0.05 is "clearly apart".
-CONFIDENCE_TEMPERATURE = 0.05
 
 # Colour ramp of the heatmap, from cold (no agreement) to hot: blue, cyan, green, yellow, red.
 _RAMP_STOPS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
@@ -162,14 +161,6 @@ def match_heatmap(
     return HeatmapResult(similarity=similarity, grid=np.clip(grid, 0.0, 1.0).astype(np.float32))
 
 
-def as_image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
-    """One image (bytes, PIL image, array) or a list/tuple of them -> a non-empty list."""
-    out = list(images) if isinstance(images, (list, tuple)) else [images]
-    if not out:
-        raise ValueError("at least one query image is needed")
-    return out
-
-
 def colourize(grid: np.ndarray) -> np.ndarray:
     """(H, W) values in [0, 1] -> (H, W, 3) uint8 on the blue-cyan-green-yellow-red ramp."""
     values = np.clip(np.nan_to_num(np.asarray(grid, dtype=np.float64)), 0.0, 1.0)
@@ -204,8 +195,10 @@ def heatmap_png(grid: np.ndarray, tile_image: ImageInput, alpha: float = 0.45) -
 class Evidence:
     """The retrieval model's view of one (query, tile) pair.
 
-    `rank`: the tile's 1-based rank among the candidates of the query. `margin`: the tile's similarity
-    minus the best similarity among the other candidates (positive: it is the top one, by that much).
+    `rank`: the tile's 1-based rank among the `depth` best candidates of the query (None beyond them).
+    `margin`: the tile's similarity minus the best similarity among the other candidates (positive: it is
+    the top one, by that much). `calibration_used`: the query modality, or POOLED when it is answered
+    with the calibration over all modalities; `confidence_model`: that calibration's fitted confidence.
     """
 
     similarity: float
@@ -217,6 +210,29 @@ class Evidence:
     # what the index knows about its own scores: collapsed, at_chance (None: unknown), mean_cosine,
     # effective_rank, accuracy, queries, reliable, warning (gleam.index.calibrate.index_quality)
     quality: dict[str, Any] | None = None
+    depth: int | None = None
+    modality: str | None = None
+    calibration_used: str | None = None
+    confidence_model: dict[str, Any] | None = None
+
+    @property
+    def fitted(self) -> ConfidenceModel | None:
+        """The confidence fitted at index build for the calibration used (None: none was fitted)."""
+        if self.threshold is None or not self.confidence_model:
+            return None
+        return ConfidenceModel.from_dict(self.threshold, self.confidence_model)
+
+    def notes(self, language: str) -> list[str]:
+        """What an answer built on this evidence fell back on or cannot say, in `language` ("en"/"zh")."""
+        text = _NOTES[normalize_language(language)]
+        notes = []
+        if self.calibration_used == POOLED and self.modality:
+            notes.append(text["pooled"].format(modality=self.modality))
+        if self.threshold is not None and not self.unreliable and self.fitted is None:
+            notes.append(text["unfitted"])
+        if self.rank is None and self.depth is not None:
+            notes.append(text["beyond"].format(depth=self.depth))
+        return notes
 
     @property
     def unreliable(self) -> bool:
@@ -234,30 +250,46 @@ class Evidence:
         }
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.scores(), "calibration": self.calibration, "quality": self.quality}
+        out: dict[str, Any] = {
+            **self.scores(),
+            "depth": self.depth,
+            "calibration": self.calibration,
+            "calibration_used": self.calibration_used,
+            "confidence_model": self.confidence_model,
+            "quality": self.quality,
+        }
         if self.heatmap_png is not None:
             out["heatmap_png"] = base64.b64encode(self.heatmap_png).decode("ascii")
         return out
 
 
-def evidence_confidence(
-    similarity: float, threshold: float, temperature: float = CONFIDENCE_TEMPERATURE
-) -> float:
-    """Confidence in the evidence answer: logistic(|similarity - threshold| / temperature), in [0.5, 1)."""
-    distance = abs(similarity - threshold) / temperature
-    return 1.0 / (1.0 + math.exp(-min(distance, 700.0)))
+_NOTES = {
+    "en": {
+        "pooled": "{modality} has no calibration of its own (too few validation queries): the threshold and "
+        f"the confidence are those of {POOLED}.",
+        "unfitted": "This index was built before confidences were fitted: its evidence has a calibrated "
+        "threshold but no fitted confidence, so none is given (rebuild the index to fit one).",
+        "beyond": "The tile is not among the {depth} best candidates searched: its rank is beyond {depth}, "
+        "so rank and margin are unknown.",
+    },
+    "zh": {
+        "pooled": "{modality} 模态没有自己的校准（验证查询太少）：阈值和置信度采用所有模态合并的校准。",
+        "unfitted": "该索引构建于拟合置信度之前：其证据有校准阈值，但没有拟合的置信度，"
+        "因此不给出置信度（重建索引即可拟合）。",
+        "beyond": "该图块不在检索的前 {depth} 个候选中：排名在 {depth} 之后，因此排名和差距未知。",
+    },
+}
 
 
 def evidence_answer(evidence: Evidence, language: str) -> Explanation:
     """The answer from the encoder's evidence alone (`reasoning_source="evidence"`), in `language`."""
-    from gleam.explain.explainer import Explanation
-
     lang = normalize_language(language)
-    if evidence.threshold is None or evidence.unreliable:
+    fitted = evidence.fitted
+    if evidence.threshold is None or evidence.unreliable or (fitted is not None and not fitted.informative):
         match, confidence = None, None
     else:
         match = evidence.similarity >= evidence.threshold
-        confidence = evidence_confidence(evidence.similarity, evidence.threshold)
+        confidence = fitted.confidence(evidence.similarity) if fitted is not None else None
     return Explanation(
         match=match,
         confidence=confidence,
@@ -269,6 +301,7 @@ def evidence_answer(evidence: Evidence, language: str) -> Explanation:
         evidence=evidence.to_json(),
         model=None,
         seconds=0.0,
+        notes=evidence.notes(lang),
     )
 
 
@@ -280,6 +313,8 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
             parts[0] += _unreliable_zh(evidence.quality or {})
         elif t is None:
             parts[0] += "；尚未校准匹配阈值，因此无法据此判断是否为同一地点。"
+        elif match is None:
+            parts[0] += "，但在此索引的校准中，相似度越高并不意味着越可能是同一地点，因此不作判断。"
         elif match:
             parts[0] += f"，达到校准的匹配阈值 {t:.3f}，因此判断二者为同一地点。"
         else:
@@ -290,6 +325,8 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
                 m = evidence.margin
                 rank += f"，领先下一个候选 {m:.3f}" if m >= 0 else f"，落后于排名第一的候选 {-m:.3f}"
             parts.append(rank + "。")
+        elif evidence.depth is not None:
+            parts.append(f"该图块不在检索的前 {evidence.depth} 个候选中。")
         if evidence.heatmap_png is not None:
             parts.append("热力图显示两种视角的特征在卫星图块上最一致的位置。")
         return "".join(parts)
@@ -300,6 +337,11 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
         parts[0] += _unreliable_en(evidence.quality or {})
     elif t is None:
         parts[0] += "; no match threshold is calibrated, so it cannot say whether they show the same place."
+    elif match is None:
+        parts[0] += (
+            ", but on this index's calibration a higher similarity is not more often the same place, "
+            "so no verdict is given."
+        )
     elif match:
         parts[0] += (
             f", at or above the calibrated match threshold of {t:.3f}, so they are judged the same place."
@@ -312,6 +354,8 @@ def _reasoning(evidence: Evidence, match: bool | None, language: str) -> str:
             m = evidence.margin
             rank += f", {m:.3f} ahead of the next one" if m >= 0 else f", {-m:.3f} behind the top one"
         parts.append(rank + ".")
+    elif evidence.depth is not None:
+        parts.append(f"The tile is not among the {evidence.depth} best candidates searched.")
     if evidence.heatmap_png is not None:
         parts.append("The heatmap shows where on the tile the features of the two views agree most.")
     return " ".join(parts)

@@ -10,36 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from gleam.explain.evidence import Evidence, as_image_list, evidence_answer
+from gleam.explain.evidence import Evidence, evidence_answer
+from gleam.explain.explanation import Explanation, as_image_list
 from gleam.explain.parse import parse_answer
 from gleam.explain.prompts import normalize_language, query_modality
 
 if TYPE_CHECKING:
     from gleam.explain.mllm import MultimodalLLM
     from gleam.model.transforms import ImageInput
-
-
-@dataclass
-class Explanation:
-    """One answer. `reasoning_source`: "mllm" (the model's words) or "evidence" (the encoder's numbers)."""
-
-    match: bool | None
-    confidence: float | None
-    reasoning: str | None
-    reasoning_source: Literal["mllm", "evidence"]
-    parsed: bool
-    raw: str | None
-    language: str
-    evidence: dict[str, Any]
-    model: dict[str, Any] | None
-    seconds: float
-    error: str | None = None  # why an MLLM answer was not (fully) parsed
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Explainer:
@@ -90,4 +70,5 @@ class Explainer:
             },
             seconds=time.perf_counter() - started,
             error=parsed.error,
+            notes=[*parsed.notes, *evidence.notes(lang)],
         )

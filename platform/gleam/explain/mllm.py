@@ -5,8 +5,9 @@ Where a model comes from (never the network):
 - a local folder of Hugging Face files (config.json, *.safetensors, tokenizer and processor files);
 - a Hugging Face repo id (`Qwen/Qwen2.5-VL-3B-Instruct`), looked up in the local HF cache only
   (`local_files_only=True`); absent -> MLLMNotFoundError saying how to provide it;
-- the MLflow registry, `models:/gleam-x@champion` or `models:/gleam-x/3`: the version's artifacts are a
-  plain folder of HF files, downloaded once to `$GLEAM_HOME/cache/mllm/<name>-v<version>` and reused.
+- the MLflow registry (through `gleam.registry`), `models:/gleam-x@champion` or `models:/gleam-x/3`: the
+  version's artifacts are a plain folder of HF files, downloaded once to
+  `$GLEAM_HOME/cache/mllm/<name>-v<version>` and reused.
 
 Safety ("no pickle from storage"): a folder must hold safetensors weights; `*.bin`/`*.pt` pickles are
 never loaded (`use_safetensors=True`) nor registered. A model's fingerprint is the sha256 of its files'
@@ -19,7 +20,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from gleam import registry
 from gleam.config import StrictModel, TrackingConfig
 from gleam.errors import RefusedError
-from gleam.explain.evidence import as_image_list
+from gleam.explain.explanation import as_image_list
 from gleam.explain.prompts import build_messages, normalize_language, query_modality
 
 if TYPE_CHECKING:
@@ -42,11 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
-DEFAULT_REGISTRY_NAME = "gleam-x"
+DEFAULT_REGISTRY_NAME = registry.GLEAM_X
 ARTIFACT_PATH = "mllm"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))/?$")
 _HOW_TO_PROVIDE = (
     "nothing is downloaded. Provide the model as (1) a local folder of Hugging Face files "
     "(config.json + *.safetensors), (2) a pre-populated Hugging Face cache (on a machine with network run "
@@ -121,7 +121,7 @@ def resolve_model(model: str, cache_dir: str | os.PathLike[str] | None = None) -
 
 def resolve_source(model: str, cache_dir: str | os.PathLike[str] | None = None) -> ModelSource:
     """Like resolve_model, with where it came from (registry name/version, expected fingerprint)."""
-    if model.startswith("models:/"):
+    if registry.is_registry_uri(model):
         source = _from_registry(model, Path(cache_dir) if cache_dir else default_cache_dir())
     else:
         path = Path(model).expanduser()
@@ -153,60 +153,16 @@ def _from_hf_cache(repo_id: str) -> Path:
         ) from None
 
 
-def parse_registry_uri(uri: str) -> tuple[str, str | None, int | None]:
-    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, 3)."""
-    match = _REGISTRY_URI.match(uri)
-    if not match:
-        raise MLLMError(f"registry URI must be models:/<name>@<alias> or models:/<name>/<version>: {uri}")
-    version = match.group("version")
-    return match.group("name"), match.group("alias"), int(version) if version else None
-
-
 def _from_registry(uri: str, cache_dir: Path) -> ModelSource:
     """Resolve the alias to one version, then download that version once into the cache and reuse it."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from gleam import tracking
-
-    name, alias, number = parse_registry_uri(uri)
-    tracking.configure()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = mlflow.MlflowClient()
     try:
-        found = (
-            client.get_model_version_by_alias(name, alias)
-            if alias
-            else client.get_model_version(name, str(number))
-        )
-    except MlflowException as exc:
-        raise MLLMNotFoundError(
-            f"cannot resolve {uri} in the MLflow registry: {exc.message}; "
-            + _HOW_TO_PROVIDE.format(repo=DEFAULT_MODEL)
-        ) from None
-    version = int(found.version)
-    target = cache_dir / f"{name}-v{version}"
-    if not target.is_dir():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(
-            prefix=f".{name}-v{version}-", dir=cache_dir, ignore_cleanup_errors=True
-        ) as tmp:
-            try:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{version}", dst_path=tmp
-                )
-            except MlflowException as exc:
-                raise MLLMNotFoundError(f"cannot download {uri} (version {version}): {exc.message}") from None
-            try:
-                os.replace(local, target)  # atomic: the folder exists only once complete
-            except OSError:
-                if not target.is_dir():  # not a concurrent download that won the race
-                    raise
-        log.info("downloaded %s version %d to %s", name, version, target)
-    tags = dict(found.tags or {})
-    return ModelSource(
-        uri, "registry", target, name, version, found.run_id or None, tags.get("gleam.fingerprint")
-    )
+        found = registry.resolve(uri)
+        target = registry.download_cached(found, cache_dir)
+    except registry.ModelNotFoundError as exc:
+        raise MLLMNotFoundError(f"{exc}; " + _HOW_TO_PROVIDE.format(repo=DEFAULT_MODEL)) from None
+    except registry.RegistryError as exc:
+        raise MLLMError(str(exc)) from None
+    return ModelSource(uri, "registry", target, found.name, found.version, found.run_id, found.fingerprint)
 
 
 def check_model_folder(path: Path) -> Path:
@@ -268,59 +224,38 @@ def register_mllm(
     (experiment `gleam-x` unless `tracking` says). Pickle files are never logged. The version is tagged
     with the fingerprint that loads check, and `alias` (if any) is moved to it.
     """
-    import mlflow
-
     from gleam import tracking as gleam_tracking
 
     path = check_model_folder(Path(folder).expanduser().resolve())
-    files = model_files(path)
-    fingerprint = folder_fingerprint(path, files)
-    gleam_tracking.configure()
-    client = mlflow.MlflowClient()
     if run is None:
         config = tracking or TrackingConfig(experiment="gleam-x")
         with gleam_tracking.job_run("register-mllm", tracking=config) as opened:
             if opened.run_id is None:
                 raise MLLMError("register_mllm needs MLflow tracking: it is disabled in this process")
-            return name, _log_and_register(client, opened.run_id, path, files, fingerprint, name, alias)
-    run_id = run if isinstance(run, str) else getattr(getattr(run, "info", None), "run_id", None)
-    run_id = run_id or getattr(run, "run_id", None)
+            return name, _register(path, opened.run_id, name, alias)
+    run_id = registry.run_id_of(run)
     if run_id is None:
         raise MLLMError("register_mllm got a run that does not log (another rank, or tracking disabled)")
-    return name, _log_and_register(client, run_id, path, files, fingerprint, name, alias)
+    return name, _register(path, run_id, name, alias)
 
 
-def _log_and_register(
-    client: Any, run_id: str, folder: Path, files: list[str], fingerprint: str, name: str, alias: str | None
-) -> int:
-    from mlflow.exceptions import MlflowException
-
-    artifact_path = ARTIFACT_PATH
-    if client.list_artifacts(run_id, ARTIFACT_PATH):  # a second model in one run keeps its own folder
-        artifact_path = f"{ARTIFACT_PATH}-{fingerprint[:12]}"
-    for relative in files:
-        parent = Path(relative).parent.as_posix()
-        destination = artifact_path if parent == "." else f"{artifact_path}/{parent}"
-        client.log_artifact(run_id, str(folder / relative), destination)
-    try:
-        client.get_registered_model(name)
-    except MlflowException:
-        try:
-            client.create_registered_model(name, description="GLEAM-X: the explaining multimodal LLM")
-        except MlflowException as exc:  # created concurrently
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
+def _register(folder: Path, run_id: str, name: str, alias: str | None) -> int:
+    files = model_files(folder)
+    fingerprint = folder_fingerprint(folder, files)
     model_type = _model_type(folder)
-    version = client.create_model_version(
-        name=name,
-        source=f"runs:/{run_id}/{artifact_path}",
-        run_id=run_id,
-        tags={"gleam.kind": "mllm", "gleam.fingerprint": fingerprint, "gleam.model_type": model_type},
+    version = registry.register_folder(
+        folder,
+        files,
+        run_id,
+        name,
+        artifact_path=ARTIFACT_PATH,
+        fingerprint=fingerprint,
+        tags={"gleam.kind": "mllm", "gleam.model_type": model_type},
         description=f"GLEAM-X multimodal LLM ({model_type}), {len(files)} files, sha256 {fingerprint}",
+        model_description="GLEAM-X: the explaining multimodal LLM",
+        aliases=[alias] if alias else [],
     )
-    if alias:
-        client.set_registered_model_alias(name, alias, version.version)
-    return int(version.version)
+    return version.version
 
 
 def _model_type(folder: Path) -> str:

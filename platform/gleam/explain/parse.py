@@ -6,6 +6,10 @@ commas, answer "yes"/"是" instead of true, or give confidence as 85 or "85%". A
 not read is never guessed: without a JSON object carrying a recognisable "match", the answer is
 `parsed=False` with match/confidence/reasoning None, the model's text in `raw` and the reason in `error`.
 
+Whatever the reading changed is said, never done silently: a confidence read as a percentage ("85%",
+or 85 -> 0.85) or clamped into [0, 1], and a field dropped because it is unusable, each leave a sentence in
+`notes` (the explanation's `notes`); dropped fields are also named in `error`, as before.
+
 Where to look, in order: each fenced block, then each balanced `{...}` object in the text (a brace
 counter that skips braces inside quoted strings). Each candidate is tried with `json.loads`, then with
 single quotes turned into double quotes and trailing commas dropped. The first candidate that decodes
@@ -32,7 +36,10 @@ FALSE_WORDS = frozenset(
 
 @dataclass(frozen=True)
 class ParsedAnswer:
-    """What the model said. With parsed=True, `error` may still note a field that was dropped."""
+    """What the model said. With parsed=True, `error` may still name a field that was dropped.
+
+    `notes`: every change the reading made to what the model wrote (rescaled, clamped, dropped).
+    """
 
     match: bool | None
     confidence: float | None
@@ -40,6 +47,7 @@ class ParsedAnswer:
     parsed: bool
     raw: str
     error: str | None = None
+    notes: tuple[str, ...] = ()
 
 
 def parse_answer(text: str) -> ParsedAnswer:
@@ -63,19 +71,25 @@ def parse_answer(text: str) -> ParsedAnswer:
         if match is None:
             last_problem = f"'match' is {fields['match']!r}, not a yes/no value"
             continue
-        notes = []
+        dropped: list[str] = []
+        changed: list[str] = []
         confidence = None
         if fields.get("confidence") is not None:
-            confidence = as_confidence(fields["confidence"])
+            confidence, change = read_confidence(fields["confidence"])
             if confidence is None:
-                notes.append(f"confidence {fields['confidence']!r} is not a number: dropped")
+                dropped.append(f"confidence {fields['confidence']!r} is not a number: dropped")
+            elif change:
+                changed.append(change)
         reasoning = fields.get("reasoning")
         if reasoning is not None and not isinstance(reasoning, str):
-            notes.append(f"reasoning of type {type(reasoning).__name__} is not text: dropped")
+            dropped.append(f"reasoning of type {type(reasoning).__name__} is not text: dropped")
             reasoning = None
         if isinstance(reasoning, str):
+            if not reasoning.strip():
+                changed.append("reasoning is blank: dropped")
             reasoning = reasoning.strip() or None
-        return ParsedAnswer(match, confidence, reasoning, True, text, "; ".join(notes) or None)
+        notes = (*changed, *dropped)
+        return ParsedAnswer(match, confidence, reasoning, True, text, "; ".join(dropped) or None, notes)
     if objects == 0:
         last_problem = "no JSON object found"
     return ParsedAnswer(None, None, None, False, text, last_problem)
@@ -98,8 +112,13 @@ def as_match(value: Any) -> bool | None:
 
 def as_confidence(value: Any) -> float | None:
     """0.85, 85, "0.85", "85%" -> 0.85, clamped to [0, 1]; a number above 1 is read as a percentage."""
+    return read_confidence(value)[0]
+
+
+def read_confidence(value: Any) -> tuple[float | None, str | None]:
+    """(`as_confidence(value)`, a sentence saying how it was rescaled or clamped, or None if it was not)."""
     if isinstance(value, bool):
-        return None
+        return None, None
     percent = False
     if isinstance(value, str):
         word = value.strip()
@@ -108,16 +127,24 @@ def as_confidence(value: Any) -> float | None:
         try:
             number = float(word)
         except ValueError:
-            return None
+            return None, None
     elif isinstance(value, (int, float)):
         number = float(value)
     else:
-        return None
+        return None, None
     if not math.isfinite(number):
-        return None
-    if percent or number > 1.0:
+        return None, None
+    said = f"confidence {value!r}"
+    rescaled = percent or number > 1.0
+    if rescaled:
+        said += " read as a percentage" if percent else " is above 1, read as a percentage"
         number /= 100.0
-    return min(1.0, max(0.0, number))
+    clamped = min(1.0, max(0.0, number))
+    if clamped != number:
+        said += f" ({number:g}), then clamped into [0, 1]" if rescaled else " is clamped into [0, 1]"
+    elif not rescaled:
+        return clamped, None
+    return clamped, f"{said}: {clamped:g}"
 
 
 # --- finding candidates ----------------------------------------------------------------------------------

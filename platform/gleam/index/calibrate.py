@@ -4,7 +4,10 @@
 the modality and the gallery (a dense city of look-alike tiles needs a higher bar than open country).
 So each build measures it: every sampled validation query's similarity to its own tile (positives) and
 to the most similar other tile in the index (the hardest negative: exactly the mistake a served top-1
-can make), and keeps the threshold with the best balanced accuracy, per modality and over all.
+can make), and keeps the threshold with the best balanced accuracy, per modality and over all. On the
+same pairs it fits the answer's confidence (`gleam.explain.confidence`: Platt scaling anchored at the
+threshold), stored beside it. A modality with fewer than MIN_QUERIES validation queries is answered with
+the pooled calibration (threshold and confidence over all modalities), and says so (`fallback`).
 
 A threshold is only worth serving when it separates right from wrong better than a coin: each result
 says `at_chance` (see AT_CHANCE_ACCURACY), and `index_quality` combines that with the spread of the
@@ -21,6 +24,7 @@ import pyarrow.compute as pc
 
 from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import Modality
+from gleam.explain.confidence import MIN_QUERIES, POOLED, fit_confidence
 
 log = logging.getLogger(__name__)
 NEGATIVES = "hardest other tile in the index"
@@ -46,8 +50,7 @@ def calibrate_on_queries(
     batch_size: int = 64,
 ) -> dict[str, Any] | None:
     """meta.json's `calibration`, or None when the split has no query whose tile is in the index."""
-    from gleam.evaluation.evaluate import embed_images
-    from gleam.explain.evidence import calibrate
+    from gleam.model.embedding import embed_images
 
     split = str(getattr(split, "value", split))
     if not corpus.files("queries"):
@@ -65,9 +68,7 @@ def calibrate_on_queries(
     wanted = pc.field("query_id").isin([r["query_id"] for r in rows])
     images = corpus.read("queries", ["query_id", "image"], wanted)
     by_id = dict(zip(images["query_id"].to_pylist(), images["image"].to_pylist(), strict=True))
-    by_modality: dict[str, dict[str, Any]] = {}
-    every_positive: list[np.ndarray] = []
-    every_negative: list[np.ndarray] = []
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for modality in sorted({r["modality"] for r in rows}):
         group = [r for r in rows if r["modality"] == modality]
         embedded = np.concatenate(
@@ -82,16 +83,8 @@ def calibrate_on_queries(
             ]
         )
         own = np.array([positions[r["tile_id"]] for r in group])
-        positive, negative = _pair_scores(embedded, own, vectors)
-        own_calibration = calibrate(positive, negative).to_dict()
-        by_modality[modality] = {
-            **own_calibration,
-            "queries": len(group),
-            "at_chance": is_at_chance(own_calibration["accuracy"]),
-        }
-        every_positive.append(positive)
-        every_negative.append(negative)
-    overall = calibrate(np.concatenate(every_positive), np.concatenate(every_negative)).to_dict()
+        pairs[modality] = _pair_scores(embedded, own, vectors)
+    overall, by_modality = calibrate_pairs(pairs)
     if is_at_chance(overall["accuracy"]):
         log.info(  # the build job warns once, with what it means
             "calibration at chance: the best match threshold (%.4f) reaches a balanced accuracy of %.3f "
@@ -103,12 +96,30 @@ def calibrate_on_queries(
         )
     return {
         **overall,
-        "at_chance": is_at_chance(overall["accuracy"]),
         "split": split,
         "queries": len(rows),
         "negative_kind": NEGATIVES,
         "by_modality": by_modality,
     }
+
+
+def calibrate_pairs(
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(the pooled calibration, one per modality) from each modality's (positive, negative) scores.
+
+    A modality with fewer than MIN_QUERIES queries keeps its measured threshold for the record, but
+    gets no confidence of its own and `fallback: POOLED`: it is answered with the pooled calibration.
+    """
+    by_modality: dict[str, dict[str, Any]] = {}
+    for modality, (positive, negative) in sorted(pairs.items()):
+        own = calibration_entry(positive, negative, fit=len(positive) >= MIN_QUERIES)
+        if own["confidence"] is None:
+            own["fallback"] = POOLED
+        by_modality[modality] = {**own, "queries": len(positive)}
+    every_positive = np.concatenate([positive for positive, _ in pairs.values()])
+    every_negative = np.concatenate([negative for _, negative in pairs.values()])
+    return calibration_entry(every_positive, every_negative, fit=True), by_modality
 
 
 def _pair_scores(queries: np.ndarray, own: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,12 +137,49 @@ def _pair_scores(queries: np.ndarray, own: np.ndarray, vectors: np.ndarray) -> t
     return positive.astype(np.float64), negative.astype(np.float64)
 
 
-def threshold_for(calibration: dict[str, Any] | None, modality: str) -> float | None:
-    """The modality's own threshold when it was calibrated, else the overall one."""
+def calibration_entry(positive: np.ndarray, negative: np.ndarray, fit: bool) -> dict[str, Any]:
+    """One calibration: threshold, balanced accuracy, `at_chance` and (when `fit`) the fitted confidence."""
+    from gleam.explain.evidence import calibrate
+
+    entry = calibrate(positive, negative).to_dict()
+    entry["at_chance"] = is_at_chance(entry["accuracy"])
+    entry["confidence"] = fit_confidence(positive, negative, entry["threshold"]).to_dict() if fit else None
+    return entry
+
+
+def calibration_for(
+    calibration: dict[str, Any] | None, modality: str | None
+) -> tuple[dict[str, Any], str] | None:
+    """(the calibration a modality is answered with, its name): its own, or the pooled one (`POOLED`).
+
+    Its own unless it has none or was too small to fit (`fallback`); indexes built before confidences
+    were fitted have no `fallback`, so their modality keeps its own threshold as it always did.
+    """
     if not calibration:
         return None
-    own = (calibration.get("by_modality") or {}).get(modality)
-    return float(own["threshold"]) if own else float(calibration["threshold"])
+    own = (calibration.get("by_modality") or {}).get(modality or "")
+    if own and not own.get("fallback"):
+        return own, str(modality)
+    return calibration, POOLED
+
+
+def evidence_facts(meta: dict[str, Any], modality: str) -> dict[str, Any]:
+    """What an index version tells the evidence answer for `modality` (`gleam.explain.evidence.Evidence`).
+
+    modality, threshold, calibration (all of meta.json's), calibration_used (the modality or POOLED),
+    confidence_model (None when not calibrated, or built before confidences were fitted) and quality.
+    """
+    calibration = meta.get("calibration")
+    chosen = calibration_for(calibration, modality)
+    used, name = chosen if chosen else ({}, None)
+    return {
+        "modality": modality,
+        "threshold": float(used["threshold"]) if used else None,
+        "calibration": calibration,
+        "calibration_used": name,
+        "confidence_model": used.get("confidence"),
+        "quality": index_quality(meta.get("spread"), calibration, modality),
+    }
 
 
 def is_at_chance(accuracy: float) -> bool:
@@ -145,14 +193,13 @@ def index_quality(
 
     `collapsed` / `at_chance` are None when unknown (an index built before they were recorded has no
     `spread`; `at_chance` is then derived from the recorded balanced accuracy, which every calibrated
-    index has). The calibration is the modality's own when it was calibrated, else the overall one.
+    index has). The calibration is the one the modality is answered with (`calibration_for`).
     `reliable` is False when either is True; `warning` says why in one sentence (None when reliable).
     """
     spread = spread or {}
     collapsed = spread.get("collapsed")
-    own: dict[str, Any] = {}
-    if calibration:
-        own = (calibration.get("by_modality") or {}).get(modality or "") or calibration
+    chosen = calibration_for(calibration, modality)
+    own: dict[str, Any] = chosen[0] if chosen else {}
     accuracy = own.get("accuracy")
     at_chance = own.get("at_chance")
     if at_chance is None and accuracy is not None:

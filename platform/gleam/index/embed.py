@@ -1,25 +1,25 @@
 """Embed satellite tiles with a Ray Data actor pool: each actor loads the encoder once, then streams.
 
 Actors, not tasks, because loading an encoder (and moving it to a GPU) costs far more than a batch; one
-actor per GPU with `num_gpus=1` when the cluster has GPUs (bf16 autocast there, fp16 on GPUs without
-bf16), CPU actors otherwise. The driver collects `tile_id, sha256, vector` (small next to the images)
-because FAISS needs every vector in one process anyway.
+actor per GPU with `num_gpus=1` when the cluster has GPUs, CPU actors otherwise. Each batch goes through
+`gleam.model.embedding.embed_images`, the path evaluation and serving use too, under its precision
+policy (auto: bf16 autocast on GPUs with bf16, fp16 on older GPUs, fp32 on CPU). The driver collects
+`tile_id, sha256, vector` (small next to the images) because FAISS needs every vector in one process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from gleam import runtime_env, storage
 from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import Modality
 from gleam.index.config import EmbedConfig
+from gleam.model.embedding import embed_images, resolve_precision
 
 EMBEDDING_COLUMNS = ("tile_id", "sha256", "vector")
 
@@ -48,7 +48,7 @@ class EmbedStats:
 
 
 class TileEmbedder:
-    """A Ray Data actor: JPEG tiles in, unit vectors out (the eval transform every stage shares)."""
+    """A Ray Data actor: JPEG tiles in, unit vectors out (`embed_images`, the path every stage shares)."""
 
     def __init__(
         self, encoder_uri: str, fingerprint: str, settings: dict[str, str], precision: str, threads: int
@@ -68,41 +68,13 @@ class TileEmbedder:
         self.dim = self.encoder.embedding_dim
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        vectors = embed_tile_images(
-            self.encoder, self.spec, batch.column("image").to_pylist(), self.precision
-        )
+        images = batch.column("image").to_pylist()
+        vectors = embed_images(self.encoder, self.spec, images, Modality.SATELLITE, self.precision)
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         return pa.Table.from_arrays(
             [batch["tile_id"], batch["sha256"], pa.FixedSizeListArray.from_arrays(flat, self.dim)],
             schema=embeddings_schema(self.dim),
         )
-
-
-def resolve_precision(precision: str, device_type: str) -> str:
-    """auto -> bf16 on GPUs with bf16, fp16 on older GPUs, fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if device_type != "cuda":
-        return "fp32"
-    import torch
-
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def embed_tile_images(encoder, spec, images: Sequence[bytes], precision: str) -> np.ndarray:
-    """Satellite JPEG bytes -> unit float32 vectors (autocast in the given precision)."""
-    import torch
-
-    from gleam.model.transforms import eval_batch
-
-    device = next(encoder.parameters()).device
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with torch.no_grad(), autocast:
-        batch = eval_batch(images, Modality.SATELLITE, spec).to(device)
-        vectors = encoder.encode(batch, Modality.SATELLITE).float().cpu().numpy()
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def embed_tiles(

@@ -6,19 +6,16 @@ safetensors bytes). `encoder.json` is written last, so its presence means the fo
 fingerprint is what an index records and what a server checks: vectors from one encoder must never
 be searched with queries from another.
 
-Registry: `register()` logs the folder as artifacts of a run and creates a version of a registered
-model whose source is `runs:/<run_id>/<artifact path>`. MLflow 3's `mlflow.register_model` wants a
-logged model (an MLmodel with a flavor) for such a URI, so we use the client's
-`create_registered_model` + `create_model_version` directly. `load("models:/gleam-c@alias")` resolves
-the alias to one version first, then downloads that version's artifacts, so a concurrent alias move
-cannot mix two versions.
+Registry (`gleam.registry` does the MLflow I/O): `register()` logs the folder as artifacts of a run and
+creates a version of a registered model (`gleam-c` by default) tagged with the fingerprint.
+`load("models:/gleam-c@alias")` resolves the alias to one version first, then downloads that version's
+artifacts, so a concurrent alias move cannot mix two versions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -27,7 +24,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from gleam import storage
+from gleam import registry, storage
 from gleam.errors import RefusedError
 from gleam.model.encoder import GleamEncoder
 from gleam.model.spec import EncoderSpec
@@ -37,9 +34,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "encoder.json"
 FORMAT = "gleam-encoder"
 FORMAT_VERSION = 1
-DEFAULT_MODEL_NAME = "gleam-c"
+DEFAULT_MODEL_NAME = registry.GLEAM_C
 ARTIFACT_PATH = "encoder"
-_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))/?$")
 # Fields that shape the network or its inputs: the spec saved with the weights must agree on them.
 _ARCHITECTURE_FIELDS = ("backbone", "embed_dim", "image_sizes")
 
@@ -148,11 +144,11 @@ def load(
     The weights' sha256 must match `encoder.json` (else the files are corrupt) and, when given,
     `expect_fingerprint` (else FingerprintMismatchError). No pickle is read on any path.
     """
-    if uri.startswith("models:/"):
+    if registry.is_registry_uri(uri):
         with tempfile.TemporaryDirectory(prefix="gleam-model-") as tmp:
-            local, name, version, run_id = download_registered(uri, tmp)
+            local, found = download_registered(uri, tmp)
             encoder, spec, info = _load_folder(local, uri, map_location, expect_fingerprint)
-        info = _with_registry(info, name, version, run_id)
+        info = replace(info, model_name=found.name, model_version=found.version, run_id=found.run_id)
         return encoder, spec, info
     folder = storage.normalize(uri)
     if storage.basename(folder) in (CONFIG_FILE, WEIGHTS_FILE):
@@ -215,10 +211,6 @@ def _info(uri: str, source: str, metadata: dict[str, Any]) -> EncoderInfo:
     )
 
 
-def _with_registry(info: EncoderInfo, name: str, version: int, run_id: str | None) -> EncoderInfo:
-    return replace(info, model_name=name, model_version=version, run_id=run_id)
-
-
 def _check_same_architecture(built: EncoderSpec, given: EncoderSpec) -> None:
     for name in _ARCHITECTURE_FIELDS:
         ours, theirs = getattr(given, name), getattr(built, name)
@@ -226,16 +218,7 @@ def _check_same_architecture(built: EncoderSpec, given: EncoderSpec) -> None:
             raise WeightsError(f"spec.{name} ({ours!r}) differs from the encoder's ({theirs!r})")
 
 
-# --- MLflow registry ------------------------------------------------------------------------------------
-
-
-def parse_registry_uri(uri: str) -> tuple[str, str | None, int | None]:
-    """`models:/name@alias` -> (name, alias, None); `models:/name/3` -> (name, None, 3)."""
-    match = _REGISTRY_URI.match(uri)
-    if not match:
-        raise WeightsError(f"registry URI must be models:/<name>@<alias> or models:/<name>/<version>: {uri}")
-    version = match.group("version")
-    return match.group("name"), match.group("alias"), int(version) if version else None
+# --- MLflow registry (gleam.registry does the registry I/O) ----------------------------------------------
 
 
 def pin(uri: str) -> tuple[str, str]:
@@ -245,52 +228,30 @@ def pin(uri: str) -> tuple[str, str]:
     must load the same weights even when the alias moves in between. Folders and store URIs are pinned
     by their fingerprint alone (checked again when the weights are loaded).
     """
-    if not uri.startswith("models:/"):
+    if not registry.is_registry_uri(uri):
         return uri, str(read_metadata(storage.normalize(uri))["fingerprint"])
-    name, found = _registered_version(uri)
-    fingerprint = (found.tags or {}).get("gleam.fingerprint")
-    if not fingerprint:
+    found = _resolve(uri)
+    if not found.fingerprint:
         raise WeightsError(
             f"{uri} (version {found.version}) is not a GLEAM encoder: no gleam.fingerprint tag"
         )
-    return f"models:/{name}/{found.version}", str(fingerprint)
+    return found.uri, found.fingerprint
 
 
-def download_registered(uri: str, dst: str | os.PathLike[str]) -> tuple[str, str, int, str | None]:
-    """Download a registered version's artifacts -> (local folder, name, version, run id)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    name, found = _registered_version(uri)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
+def download_registered(uri: str, dst: str | os.PathLike[str]) -> tuple[str, registry.RegisteredVersion]:
+    """Download the version `uri` names now -> (local folder, that version)."""
+    found = _resolve(uri)
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{found.version}", dst_path=str(dst)
-        )
-    except MlflowException as exc:
-        raise WeightsError(f"cannot download {uri} from the MLflow registry: {exc.message}") from None
-    return local, name, int(found.version), found.run_id or None
+        return str(registry.download(found, dst)), found
+    except registry.RegistryError as exc:
+        raise WeightsError(str(exc)) from None
 
 
-def _registered_version(uri: str) -> tuple[str, Any]:
-    """(model name, its ModelVersion) for `models:/name@alias` or `models:/name/N`."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from gleam import tracking
-
-    name, alias, version = parse_registry_uri(uri)
-    tracking.configure()
-    client = mlflow.MlflowClient()
+def _resolve(uri: str) -> registry.RegisteredVersion:
     try:
-        found = (
-            client.get_model_version_by_alias(name, alias)
-            if alias is not None
-            else client.get_model_version(name, str(version))
-        )
-    except MlflowException as exc:
-        raise WeightsError(f"cannot resolve {uri} in the MLflow registry: {exc.message}") from None
-    return name, found
+        return registry.resolve(uri)
+    except registry.RegistryError as exc:  # callers of weights catch WeightsError for every refusal
+        raise WeightsError(str(exc)) from None
 
 
 def register(
@@ -307,69 +268,27 @@ def register(
     does not log (NullRun: another rank, or tracking disabled) registers nothing and returns None,
     so training code need not branch on rank. Returns the new version number.
     """
-    import mlflow
-
-    from gleam import tracking
-
-    run_id = _run_id(run)
+    run_id = registry.run_id_of(run)
     if run_id is None:
+        if run is None:
+            raise WeightsError("register() needs a run: pass one or call it inside an active MLflow run")
         return None
-    tracking.configure()
-    client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory(prefix="gleam-register-") as tmp:
         info = save(encoder, spec, tmp, extra)
-        artifact_path = _free_artifact_path(client, run_id, info.fingerprint)
-        client.log_artifacts(run_id, tmp, artifact_path)
-    _ensure_registered_model(client, name)
-    version = client.create_model_version(
-        name=name,
-        source=f"runs:/{run_id}/{artifact_path}",
-        run_id=run_id,
-        tags={
-            "gleam.fingerprint": info.fingerprint,
-            "gleam.backbone": spec.backbone,
-            "gleam.embedding_dim": str(info.embedding_dim),
-            "gleam.format_version": str(FORMAT_VERSION),
-        },
-        description=f"GLEAM-C encoder {spec.backbone}, {info.embedding_dim}-d, sha256 {info.fingerprint}",
-    )
-    for alias in aliases:
-        client.set_registered_model_alias(name, alias, version.version)
-    return int(version.version)
-
-
-def _run_id(run: Any) -> str | None:
-    if run is None:
-        import mlflow
-
-        active = mlflow.active_run()
-        if active is None:
-            raise WeightsError("register() needs a run: pass one or call it inside an active MLflow run")
-        return active.info.run_id
-    if isinstance(run, str):
-        return run
-    if hasattr(run, "info"):  # mlflow.ActiveRun / mlflow.entities.Run
-        return run.info.run_id
-    return getattr(run, "run_id", None)  # gleam.tracking.JobRun; None for a NullRun
-
-
-def _free_artifact_path(client: Any, run_id: str, fingerprint: str) -> str:
-    """`encoder`, unless this run already holds another encoder there (registered twice in one run)."""
-    if not client.list_artifacts(run_id, ARTIFACT_PATH):
-        return ARTIFACT_PATH
-    return f"{ARTIFACT_PATH}-{fingerprint[:12]}"
-
-
-def _ensure_registered_model(client: Any, name: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client.get_registered_model(name)
-        return
-    except MlflowException:
-        pass
-    try:
-        client.create_registered_model(name, description="GLEAM-C: the shared cross-view image encoder")
-    except MlflowException as exc:  # created concurrently by another job
-        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
+        version = registry.register_folder(
+            tmp,
+            [WEIGHTS_FILE, CONFIG_FILE],  # the config last, as on disk
+            run_id,
+            name,
+            artifact_path=ARTIFACT_PATH,
+            fingerprint=info.fingerprint,
+            tags={
+                "gleam.backbone": spec.backbone,
+                "gleam.embedding_dim": str(info.embedding_dim),
+                "gleam.format_version": str(FORMAT_VERSION),
+            },
+            description=f"GLEAM-C encoder {spec.backbone}, {info.embedding_dim}-d, sha256 {info.fingerprint}",
+            model_description="GLEAM-C: the shared cross-view image encoder",
+            aliases=aliases,
+        )
+    return version.version

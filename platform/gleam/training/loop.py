@@ -228,7 +228,8 @@ def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: Train
     spread of the validation tiles' embeddings as `val.spread.mean_cosine` / `val.spread.effective_rank`
     (`gleam.retrieval.spread`: a collapsing encoder shows there before R@k says anything)."""
     from gleam.corpus.reader import open_corpus
-    from gleam.evaluation.evaluate import EmptySplitError, mlflow_metric_name, split_metrics
+    from gleam.evaluation.metric_log import mlflow_metric_name
+    from gleam.evaluation.split import EmptySplitError, split_metrics
 
     encoder = model.encoder
     was_training = encoder.training

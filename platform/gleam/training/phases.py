@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 
-from gleam import runtime_env, storage
+from gleam import registry, runtime_env, storage
 from gleam.config import config_hash
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.errors import RefusedError, TrainingError
@@ -70,7 +70,7 @@ class TrainResult:
     def registry_uri(self) -> str | None:
         if self.model_name is None or self.model_version is None:
             return None
-        return f"models:/{self.model_name}/{self.model_version}"
+        return str(registry.ModelURI(self.model_name, version=self.model_version))
 
 
 def train_pair_counts(corpus: PreparedCorpus, modalities: list[str]) -> dict[str, int]:
@@ -92,7 +92,7 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
     """Workers run in other directories: relative paths must be resolved on the driver."""
     root = config.storage_path or str(storage.gleam_home() / "train")
     init = config.init
-    if init is not None and not init.startswith("models:/"):
+    if init is not None and not registry.is_registry_uri(init):
         init = storage.normalize(init)
     corpus = storage.normalize(config.corpus)
     encoder = config.encoder

@@ -12,9 +12,22 @@ from dataclasses import asdict, dataclass
 
 import pyarrow as pa
 
+from gleam import storage
 from gleam.corpus.schema import LISTING_SCHEMA, Modality, RejectReason, Role
+from gleam.errors import InvalidInputError
 
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class SourceLayoutError(InvalidInputError, ValueError):
+    """A source root, file or column the adapter cannot list at all (exit 2): the message names what is
+    missing or wrong and the layout it expected. A single bad file is a reject, never this error."""
+
+
+def not_a_root(root: str, dataset: str, problem: str, layout: str) -> SourceLayoutError:
+    """The error for a root that does not hold `dataset`: whether it exists, what is off, what it needs."""
+    found = problem if storage.exists(root) else "it does not exist"
+    return SourceLayoutError(f"source uri {root} is not a {dataset} root ({found}); expected {layout}")
 
 
 def make_id(*parts: object) -> str:

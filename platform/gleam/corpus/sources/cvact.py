@@ -21,12 +21,12 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from gleam import storage
-from gleam.config import CVACTSource
 from gleam.corpus.schema import Modality, RejectReason, Role, Split
-from gleam.corpus.sources.base import Listed, make_id
+from gleam.corpus.sources.base import Listed, SourceLayoutError, make_id, not_a_root
+from gleam.corpus.sources.registry import SourceBase, register
 
 GROUND_DIR = "streetview"
 SATELLITE_DIR = "satview_polish"
@@ -35,8 +35,15 @@ _GROUND_NAME = re.compile(r"^(?P<id>.+)_grdView\.(?i:jpe?g|png)$")
 _SATELLITE_NAME = re.compile(r"^(?P<id>.+)_satView_polish\.(?i:jpe?g|png)$")
 # (struct, field, split): valSet is the standard CVACT_val benchmark, listed as our test split.
 _MAT_SPLITS = (("trainSet", "trainInd", Split.TRAIN), ("valSet", "valInd", Split.TEST))
+LAYOUT = f"{GROUND_DIR}/<id>_grdView.jpg and {SATELLITE_DIR}/<id>_satView_polish.jpg below it"
 
 
+class CVACTSource(SourceBase):
+    kind: Literal["cvact"]
+    default_name: ClassVar[str] = "cvact"
+
+
+@register(CVACTSource)
 def list_records(source: CVACTSource) -> Iterator[Listed]:
     """Tiles sorted by id, then panoramas sorted by id, then naming rejects."""
     root = storage.normalize(source.uri)
@@ -61,7 +68,7 @@ def list_records(source: CVACTSource) -> Iterator[Listed]:
 
 def _check_root(root: str) -> None:
     if not {GROUND_DIR, SATELLITE_DIR} & set(storage.list_dirs(root)):
-        raise ValueError(f"{root} is not a CVACT root: expected {GROUND_DIR}/ and {SATELLITE_DIR}/ below it")
+        raise not_a_root(root, "CVACT", f"neither {GROUND_DIR}/ nor {SATELLITE_DIR}/ is in it", LAYOUT)
 
 
 def _query(pano_id: str, uri: str, paired: bool, split: str | None, name: str) -> Listed:
@@ -151,8 +158,9 @@ def read_splits(root: str) -> dict[str, str]:
         NotImplementedError,
         scipy.io.matlab.MatReadError,
     ) as exc:
-        raise ValueError(
-            f"cannot read CVACT splits from {uri} ({type(exc).__name__}: {exc}); fix or remove it "
+        raise SourceLayoutError(
+            f"cannot read CVACT splits from {uri} ({type(exc).__name__}: {exc}): it must be the standard "
+            "ACT_data.mat with panoIds, trainSet.trainInd and valSet.valInd; fix or remove it "
             "(without it splits fall back to the location hash)"
         ) from exc
 

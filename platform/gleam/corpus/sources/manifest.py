@@ -32,14 +32,15 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gleam import storage
-from gleam.config import ManifestSource
 from gleam.corpus.schema import Modality, RejectReason, Role, Split
-from gleam.corpus.sources.base import Listed, make_id
+from gleam.corpus.sources.base import Listed, SourceLayoutError, make_id
+from gleam.corpus.sources.registry import SourceBase, register
 
 REQUIRED_COLUMNS = ("query_uri", "modality", "tile_uri")
 OPTIONAL_COLUMNS = ("location_id", "lat", "lon", "split")
@@ -47,6 +48,11 @@ COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _SPLITS = {s.value for s in Split}
+
+
+class ManifestSource(SourceBase):
+    kind: Literal["manifest"]
+    default_name: ClassVar[str] = "manifest"
 
 
 class _RowError(ValueError):
@@ -83,6 +89,7 @@ class _State:
     ids: dict[str, str] = field(default_factory=dict)
 
 
+@register(ManifestSource)
 def list_records(source: ManifestSource) -> Iterator[Listed]:
     """Queries and rejects in row order, then one tile per distinct tile_uri in order of first mention."""
     uri = storage.normalize(source.uri)
@@ -97,7 +104,11 @@ def read_rows(uri: str) -> list[_Row]:
     table = _read_table(uri)
     missing = [c for c in REQUIRED_COLUMNS if c not in (table[0] if table else [])]
     if missing:
-        raise ValueError(f"manifest {uri} lacks the required column(s) {', '.join(missing)}")
+        found = ", ".join(table[0]) if table else "none (the file is empty)"
+        raise SourceLayoutError(
+            f"manifest {uri} lacks the required column(s) {', '.join(missing)}: its header must name "
+            f"{', '.join(REQUIRED_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)}); found {found}"
+        )
     header, rows = table[0], table[1:]
     index = {c: header.index(c) for c in COLUMNS if c in header}
 
@@ -114,14 +125,17 @@ def _read_table(uri: str) -> list[list[str]]:
     """[header, *rows] of a CSV or Parquet manifest, values as stripped strings."""
     suffix = posixpath.splitext(uri)[1].lower()
     if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        raise ValueError(f"manifest {uri} must end in .csv, .parquet or .pq")
+        raise SourceLayoutError(
+            f"manifest {uri} must end in .csv, .parquet or .pq: the source uri names the manifest file"
+        )
     if not storage.is_file(uri):
-        raise ValueError(f"manifest {uri} does not exist")
+        raise SourceLayoutError(f"manifest {uri} does not exist: the source uri must name a manifest file")
     data = storage.read_bytes(uri)
+    kind = "UTF-8 CSV" if suffix in CSV_SUFFIXES else "Parquet file"
     try:
         return _parse_csv(data) if suffix in CSV_SUFFIXES else _parse_parquet(data)
     except (UnicodeDecodeError, csv.Error, pa.ArrowException) as exc:
-        raise ValueError(f"manifest {uri} cannot be parsed: {exc}") from exc
+        raise SourceLayoutError(f"manifest {uri} cannot be parsed as a {kind}: {exc}") from exc
 
 
 def _parse_csv(data: bytes) -> list[list[str]]:

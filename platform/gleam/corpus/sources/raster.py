@@ -26,21 +26,70 @@ from __future__ import annotations
 import math
 import posixpath
 from collections.abc import Iterator
+from typing import Any, ClassVar, Literal
 
+from pydantic import Field, field_validator
 from rasterio.io import DatasetReader
 from rasterio.warp import transform as reproject_points
 
 from gleam import storage
-from gleam.config import RasterSource
 from gleam.corpus.raster_read import default_bands, dtype_problem, georeference_problem, open_raster
 from gleam.corpus.raster_uri import WindowRef
 from gleam.corpus.schema import Modality, RejectReason, Role
-from gleam.corpus.sources.base import Listed, make_id
+from gleam.corpus.sources.base import Listed, SourceLayoutError, make_id
+from gleam.corpus.sources.registry import SourceBase, register
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 WGS84 = "EPSG:4326"
 
 
+class RasterSource(SourceBase):
+    """North-up GeoTIFF orthophotos cut into a grid of square satellite tiles: an index-only gallery.
+
+    The default split is `test` because such tiles are a search gallery, not training pairs, and
+    because overlapping tiles hashed into different splits would leak the same pixels into train and test.
+    """
+
+    kind: Literal["raster"]
+    uri: str = Field(description="a GeoTIFF file or a folder of them (recursive, sorted)")
+    tile_size: int = Field(gt=0, description="side of a square tile, in raster pixels")
+    stride: int | None = Field(
+        None, gt=0, description="pixels between tile origins; default tile_size; smaller overlaps"
+    )
+    split: Literal["train", "val", "test"] = Field("test", description="the split of every tile")
+    bands: list[int] | None = Field(
+        None, description="1-based bands read as RGB (3) or grey (1); default: 1,2,3, or 1 as grey"
+    )
+    skip_nodata: bool = Field(True, description="reject tiles that are all nodata or zero as no_data")
+
+    default_name: ClassVar[str] = "raster"
+
+    @field_validator("bands")
+    @classmethod
+    def _rgb_or_grey(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return None
+        if len(value) not in (1, 3):
+            raise ValueError(f"give 3 bands (RGB) or 1 (grey), got {len(value)}")
+        if min(value) < 1:
+            raise ValueError(f"bands are numbered from 1, got {value}")
+        return value
+
+    @field_validator("stride")
+    @classmethod
+    def _no_gaps(cls, value: int | None, info: Any) -> int | None:
+        tile_size = info.data.get("tile_size")
+        if value is not None and tile_size is not None and value > tile_size:
+            raise ValueError(f"{value} is larger than tile_size {tile_size} and would leave gaps")
+        return value
+
+    @property
+    def step(self) -> int:
+        """The stride in effect (tile_size when not set)."""
+        return self.stride or self.tile_size
+
+
+@register(RasterSource)
 def list_records(source: RasterSource) -> Iterator[Listed]:
     """File by file (sorted), tiles row by row from the top-left, or the file's one reject."""
     root = storage.normalize(source.uri)
@@ -60,7 +109,10 @@ def grid_offsets(size: int, tile_size: int, stride: int) -> list[int]:
 def _files(root: str) -> list[str]:
     files = [e.uri for e in storage.list_files(root) if not storage.basename(e.uri).startswith(".")]
     if not files:
-        raise ValueError(f"raster source {root} is neither a GeoTIFF nor a folder holding files")
+        raise SourceLayoutError(
+            f"raster source {root} is neither a GeoTIFF nor a folder holding files: point the source uri "
+            "at a .tif file or a folder of them"
+        )
     return files
 
 

@@ -22,13 +22,23 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from gleam import storage
-from gleam.config import University1652Source
 from gleam.corpus.schema import Modality, RejectReason, Role, Split
-from gleam.corpus.sources.base import Listed, make_id
+from gleam.corpus.sources.base import Listed, make_id, not_a_root
+from gleam.corpus.sources.registry import SourceBase, register
 
 _IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+class University1652Source(SourceBase):
+    kind: Literal["university1652"]
+    include_google: bool = Field(True, description="list train/google web photos as ground queries")
+
+    default_name: ClassVar[str] = "u1652"
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class _File:
         return posixpath.splitext(self.name)[0]
 
 
+@register(University1652Source)
 def list_records(source: University1652Source) -> Iterator[Listed]:
     """Tiles (sorted by location), then their rejects, then queries folder by folder in sorted order."""
     root = storage.normalize(source.uri)
@@ -93,9 +104,12 @@ def _check_root(root: str) -> None:
     for top, known in _KNOWN_SUBFOLDERS.items():
         if known & set(storage.list_dirs(storage.join(root, top))):
             return
-    raise ValueError(
-        f"{root} is not a University-1652 root: expected train/{{satellite,drone,street,google}}/ "
-        "and/or test/{query,gallery}_{satellite,drone,street}/ below it"
+    raise not_a_root(
+        root,
+        "University-1652",
+        "no view folder of the train or test layout in it",
+        "train/{satellite,drone,street,google}/<location>/<files> "
+        "and/or test/{query,gallery}_{satellite,drone,street}/<location>/<files> below it",
     )
 
 

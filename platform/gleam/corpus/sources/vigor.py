@@ -27,11 +27,14 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from gleam import storage
-from gleam.config import VIGORSource
 from gleam.corpus.schema import Modality, RejectReason, Role, Split
-from gleam.corpus.sources.base import Listed, make_id
+from gleam.corpus.sources.base import Listed, SourceLayoutError, make_id, not_a_root
+from gleam.corpus.sources.registry import SourceBase, register
 
 PANORAMA_DIR = "panorama"
 SATELLITE_DIR = "satellite"
@@ -45,6 +48,18 @@ CROSS_AREA_SPLITS = {
     "SanFrancisco": Split.TEST,
 }
 LABEL_FIELDS = 13  # panorama + 4 x (satellite, dlat, dlon)
+LAYOUT = (
+    f"<City>/{PANORAMA_DIR}/, <City>/{SATELLITE_DIR}/ and {SPLITS_DIR}/<City>/ with the label files "
+    f"({', '.join(f for f, _ in SAME_AREA_FILES)} for same_area, {CROSS_AREA_FILE} for cross_area)"
+)
+
+
+class VIGORSource(SourceBase):
+    kind: Literal["vigor"]
+    mode: Literal["same_area", "cross_area"] = "same_area"
+    cities: list[str] | None = Field(None, description="default: every city folder found")
+
+    default_name: ClassVar[str] = "vigor"
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,7 @@ class _City:
     rejects: list[Listed]
 
 
+@register(VIGORSource)
 def list_records(source: VIGORSource) -> Iterator[Listed]:
     """City by city (sorted): tiles sorted by name, queries sorted by panorama name, then rejects."""
     root = storage.normalize(source.uri)
@@ -90,18 +106,23 @@ def _select_cities(root: str, source: VIGORSource) -> list[str]:
         and {PANORAMA_DIR, SATELLITE_DIR} & set(storage.list_dirs(storage.join(root, d)))
     ]
     if not found:
-        raise ValueError(f"{root} is not a VIGOR root: no <City>/{PANORAMA_DIR}/ or <City>/{SATELLITE_DIR}/")
+        problem = f"no <City>/{PANORAMA_DIR}/ or <City>/{SATELLITE_DIR}/ folder in it"
+        raise not_a_root(root, "VIGOR", problem, LAYOUT)
     if SPLITS_DIR not in storage.list_dirs(root):
-        raise ValueError(f"{root} is not a VIGOR root: no {SPLITS_DIR}/ folder with the label files")
+        raise not_a_root(root, "VIGOR", f"no {SPLITS_DIR}/ folder in it", LAYOUT)
     if source.cities is not None:
         missing = sorted(set(source.cities) - set(found))
         if missing:
-            raise ValueError(f"VIGOR root {root} has no city folder {missing}; found {found}")
+            raise SourceLayoutError(
+                f"VIGOR root {root} has no city folder {missing} named in cities; found {found} "
+                "(fix the names in cities or leave it unset for every city)"
+            )
         if source.mode == "cross_area":
             unknown = sorted(set(source.cities) - set(CROSS_AREA_SPLITS))
             if unknown:
-                raise ValueError(
-                    f"cross_area defines splits only for {sorted(CROSS_AREA_SPLITS)}, not {unknown}"
+                raise SourceLayoutError(
+                    f"cross_area defines splits only for {sorted(CROSS_AREA_SPLITS)}, not {unknown}: "
+                    "remove them from cities or use mode same_area"
                 )
         return sorted(set(source.cities))
     if source.mode == "cross_area":

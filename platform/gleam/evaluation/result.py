@@ -1,0 +1,46 @@
+"""What an evaluation returns: per-modality metrics, and through an index its comparison with exact search.
+
+A module of its own so the job, the through-index path and the report table share the types without
+importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gleam.retrieval.spread import Spread
+
+
+@dataclass(frozen=True)
+class IndexComparison:
+    """The published index searched, and exact search over its own vectors at the same depth."""
+
+    name: str
+    version: str
+    index_key: str
+    search_params: dict[str, int]
+    depth: int  # results per query on both sides
+    exact: dict[str, dict[str, float]]
+    gap: dict[str, dict[str, float]]  # index minus exact, in percentage points
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Per-modality metrics (percentages, University-1652 names: R@1, R@5, R@10, R@1%, AP).
+
+    Through an index, `metrics` are the index's and `index` holds exact search and the gap.
+    """
+
+    metrics: dict[str, dict[str, float]]
+    gallery_size: int
+    query_counts: dict[str, int]
+    run_id: str | None
+    split: str
+    encoder_fingerprint: str
+    index: IndexComparison | None = field(default=None)
+    spread: Spread | None = field(default=None)  # of the gallery's tile embeddings
+
+    @property
+    def chance_r1(self) -> float:
+        """R@1 of a random ranking, the floor any trained encoder must clear."""
+        return 100.0 / self.gallery_size
