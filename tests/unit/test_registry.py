@@ -134,7 +134,7 @@ def test_gleam_c_versions_resolve_download_and_move(
     assert weights.pin(f"models:/{name}@champion") == (f"models:/{name}/1", fingerprints[0])
 
 
-def test_missing_models_aliases_and_versions_are_clear(mlflow_client) -> None:
+def test_missing_models_aliases_and_versions_are_clear(mlflow_client, tmp_path: Path) -> None:
     name = f"gleam-c-registry-{uuid.uuid4().hex[:8]}"
     for uri in (f"models:/{name}@champion", f"models:/{name}/1"):
         with pytest.raises(ModelNotFoundError, match=f"cannot resolve {uri} in the MLflow registry"):
@@ -146,7 +146,7 @@ def test_missing_models_aliases_and_versions_are_clear(mlflow_client) -> None:
         registry.resolve(f"models:/{name}@nowhere")
     missing = registry.RegisteredVersion(name, 7, None)
     with pytest.raises(ModelNotFoundError, match=f"cannot download models:/{name}/7"):
-        registry.download(missing, "unused")
+        registry.download(missing, tmp_path / "download")
     with pytest.raises(RegistryURIError):
         registry.resolve(f"models:/{name}")  # parsed before the registry is asked
 
