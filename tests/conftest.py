@@ -82,6 +82,20 @@ def ray_cluster(s3_server: str) -> Iterator[None]:
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def ray_head(s3_server: str):
+    """A real Ray head (`ray start --head`) with the job server, for job submission and `serve deploy`.
+
+    Apart from `ray_cluster` (the in-process cluster most tests share); started after the S3 env exists,
+    so job drivers and workers see the test endpoint. Yields a `tests.support.ray_head.RayHead`.
+    """
+    from tests.support.ray_head import start_ray_head
+
+    head = start_ray_head()
+    yield head
+    head.stop()
+
+
 @pytest.fixture
 def mlflow_client():
     import mlflow
@@ -98,7 +112,9 @@ def experiment_name(request: pytest.FixtureRequest) -> str:
     return f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:6]}"
 
 
-SERVICE_FIXTURES = frozenset({"s3_server", "s3_bucket", "ray_cluster", "mlflow_client", "experiment_name"})
+SERVICE_FIXTURES = frozenset(
+    {"s3_server", "s3_bucket", "ray_cluster", "ray_head", "mlflow_client", "experiment_name"}
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

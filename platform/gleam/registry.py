@@ -211,6 +211,55 @@ def set_alias(name: str, alias: str, version: int) -> None:
     client().set_registered_model_alias(name, alias, str(version))
 
 
+@dataclass(frozen=True)
+class VersionSummary:
+    """One row of `gleam models show`: enough to choose a version to promote or roll back to."""
+
+    version: int
+    aliases: tuple[str, ...]
+    run_id: str | None
+    created_ms: int
+    fingerprint: str | None
+
+
+def list_versions(name: str) -> list[VersionSummary]:
+    """Every version of a registered model, newest first; ModelNotFoundError when there is no such model."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client()
+    try:
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException as exc:
+        raise ModelNotFoundError(
+            f"no registered model {name!r} in the MLflow registry: {exc.message}"
+        ) from None
+    aliases_of: dict[int, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases_of.setdefault(int(version), []).append(alias)
+    rows = [
+        VersionSummary(
+            version=int(found.version),
+            aliases=tuple(sorted(aliases_of.get(int(found.version), []))),
+            run_id=found.run_id or None,
+            created_ms=int(found.creation_timestamp or 0),
+            fingerprint=(found.tags or {}).get(FINGERPRINT_TAG) or None,
+        )
+        for found in mlflow_client.search_model_versions(f"name='{name}'")
+    ]
+    return sorted(rows, key=lambda row: row.version, reverse=True)
+
+
+def move_alias(name: str, alias: str, version: int) -> int | None:
+    """Point `alias` at an existing `version`; returns where it pointed before (None: nowhere)."""
+    known = {row.version: row for row in list_versions(name)}
+    if version not in known:
+        have = ", ".join(str(v) for v in sorted(known)) or "none"
+        raise ModelNotFoundError(f"{name} has no version {version} (versions: {have})")
+    previous = next((row.version for row in known.values() if alias in row.aliases), None)
+    set_alias(name, alias, version)
+    return previous
+
+
 def register_folder(
     folder: str | os.PathLike[str],
     files: Sequence[str],

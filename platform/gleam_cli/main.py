@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from gleam.config import load_config
-from gleam.corpus.config import PrepareConfig
-from gleam.errors import GleamError
-from gleam.evaluation.config import EvaluateConfig
+from gleam_cli.guard import console, run_guarded
+from gleam_cli.models import models_app
+from gleam_cli.submit import jobs_app, submit
+
+if TYPE_CHECKING:
+    from gleam.index.config import IndexBuildConfig
+    from gleam.index.job import IndexBuildResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLEAM platform jobs.")
-console = Console(stderr=False)
-T = TypeVar("T")
 
 ConfigOption = Annotated[
     str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
@@ -32,17 +32,13 @@ SetOption = Annotated[
 ]
 
 
-def run_guarded(action: Callable[[], T]) -> T:
-    """Run one step of a command; a `GleamError` becomes one line and its exit code (gleam.errors)."""
-    try:
-        return action()
-    except GleamError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)  # one line, unbroken
-        raise typer.Exit(exc.exit_code) from None
+# commands that run their work on a cluster: the locations are the job's, decided by gleam.submission
+REMOTE_COMMANDS = frozenset({"submit", "jobs"})
 
 
 @app.callback()
 def _setup(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="show Ray's and the libraries' log lines on the console")
     ] = False,
@@ -55,12 +51,14 @@ def _setup(
         format="%(asctime)s %(name)s %(message)s" if verbose else "%(levelname)s: %(message)s",
     )
     quiet_console(not verbose)
-    runtime_env.pin()  # relative defaults mean this folder, for every worker the job starts
+    if ctx.invoked_subcommand not in REMOTE_COMMANDS:
+        runtime_env.pin()  # relative defaults mean this folder, for every worker the job starts
 
 
 @app.command()
 def prepare(config: ConfigOption = None, set_: SetOption = None) -> None:
     """Prepare raw corpora into tiles/queries/rejects Parquet + manifest.json (Ray Data)."""
+    from gleam.corpus.config import PrepareConfig
     from gleam.corpus.prepare import prepare as run_prepare
     from gleam.corpus.summary import manifest_table
 
@@ -86,6 +84,7 @@ def evaluate(
     With --index, the queries are searched through a published index, next to exact search over the same
     gallery, and the gap between the two is reported.
     """
+    from gleam.evaluation.config import EvaluateConfig
     from gleam.evaluation.evaluate import evaluate as run_evaluate
     from gleam.evaluation.report import metrics_table
 
@@ -121,10 +120,16 @@ def index_build(
     incremental: Annotated[
         bool | None, typer.Option("--incremental/--full", help="embed only new or changed tiles")
     ] = None,
+    skip_if_busy: Annotated[
+        bool,
+        typer.Option(
+            "--skip-if-busy",
+            help="another live build holds the index lease: log one line and exit 0 (schedules)",
+        ),
+    ] = False,
 ) -> None:
     """Embed tiles (Ray Data actor pool), build and validate a FAISS index, publish a new version."""
     from gleam.index.config import IndexBuildConfig
-    from gleam.index.job import build_index
     from gleam.index.report import build_table
 
     overrides = [
@@ -132,8 +137,47 @@ def index_build(
         *([f"incremental={str(incremental).lower()}"] if incremental is not None else []),
     ]
     cfg = run_guarded(lambda: load_config(IndexBuildConfig, config, overrides))
-    result = run_guarded(lambda: build_index(cfg))
-    console.print(build_table(result))
+    result = run_guarded(lambda: _build_unless_busy(cfg, skip_if_busy))
+    if result is not None:
+        console.print(build_table(result))
+
+
+def _build_unless_busy(cfg: IndexBuildConfig, skip_if_busy: bool) -> IndexBuildResult | None:
+    """Look at the lease before any expensive step (corpus, weights, Ray); a live holder is a skip with
+    --skip-if-busy (overlapping schedules), else BusyError (exit 6). A build that takes the lease between
+    this look and ours is caught the same way."""
+    import time
+
+    from gleam.index.job import build_index
+    from gleam.index.layout import IndexLocation
+    from gleam.index.lease import LeaseHeldError, read
+
+    lease_uri = IndexLocation(cfg.store, cfg.name).lease_uri
+    held = read(lease_uri)
+    if held is not None and held.expires > time.time():
+        if not skip_if_busy:
+            raise LeaseHeldError(
+                f"another build holds {lease_uri}: {held.describe()}. Wait for it, or delete the lease if "
+                "that build is known to be dead"
+            )
+    else:
+        try:
+            return build_index(cfg)
+        except LeaseHeldError:
+            if not skip_if_busy:
+                raise
+            held = read(lease_uri)
+    by = f"pid {held.pid} on {held.host} (lease until {_utc(held.expires)})" if held else "another build"
+    console.print(
+        f"skipped: index {cfg.name} is being built by {by}", highlight=False, markup=False, soft_wrap=True
+    )
+    return None
+
+
+def _utc(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
 @index_app.command("show")
@@ -233,6 +277,11 @@ def serve_command(
         if value is not None:
             args[key] = value
     run_guarded(lambda: run_until_interrupted(config, args, list(set_ or []), host, port, console))
+
+
+app.command("submit")(submit)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(models_app, name="models")
 
 
 def main(argv: list[str] | None = None) -> None:
