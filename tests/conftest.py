@@ -8,7 +8,6 @@ be in place by then. Nothing here mocks a service; everything listens on 127.0.0
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,16 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
+
 SESSION_DIR = Path(tempfile.mkdtemp(prefix="gleam-tests-"))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-S3_PORT = _free_port()
+S3_PORT = free_port()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,11 +21,7 @@ from pathlib import Path
 
 import requests
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -78,7 +73,7 @@ def start_mlflow_server(root: Path, artifacts_destination: str) -> MlflowServer:
     MLflow's S3 artifact repository reads MLFLOW_S3_ENDPOINT_URL, so it is set from AWS_ENDPOINT_URL.
     """
     root.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_DISABLE_TELEMETRY": "true",

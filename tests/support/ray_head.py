@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,11 +21,7 @@ from pathlib import Path
 
 import requests
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port
 
 
 @dataclass
@@ -59,7 +54,7 @@ class RayHead:
 def start_ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -> RayHead:
     """Start a head on 127.0.0.1 and wait until its job server answers."""
     temp_dir = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # short: Ray's socket paths are limited
-    gcs_port, dashboard_port, serve_port = _free_port(), _free_port(), _free_port()
+    gcs_port, dashboard_port, serve_port = free_port(), free_port(), free_port()
     token = secrets.token_hex(16)
     bin_dir = str(Path(sys.executable).parent)
     env = {
@@ -80,8 +75,8 @@ def start_ray_head(extra_env: dict[str, str] | None = None, num_cpus: int = 2) -
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dashboard_port}",
-        f"--dashboard-agent-listen-port={_free_port()}",  # Ray's fixed default is taken by ray_cluster
-        f"--ray-client-server-port={_free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",  # Ray's fixed default is taken by ray_cluster
+        f"--ray-client-server-port={free_port()}",
         f"--num-cpus={num_cpus}",
         "--object-store-memory=700000000",
         f"--temp-dir={temp_dir}",
