@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from gleam.config import load_config
+from gleam_cli.evaluate_explainer import evaluate_explainer
+from gleam_cli.explain_data import explain_data, review_app
+from gleam_cli.finetune import finetune_explainer
 from gleam_cli.guard import console, run_guarded
 from gleam_cli.models import models_app
 from gleam_cli.submit import jobs_app, submit
@@ -279,6 +282,10 @@ def serve_command(
     run_guarded(lambda: run_until_interrupted(config, args, list(set_ or []), host, port, console))
 
 
+app.command("explain-data")(explain_data)
+app.add_typer(review_app, name="explain-review")
+app.command("finetune-explainer")(finetune_explainer)
+app.command("evaluate-explainer")(evaluate_explainer)
 app.command("submit")(submit)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(models_app, name="models")

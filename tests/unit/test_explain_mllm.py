@@ -24,6 +24,7 @@ from gleam.explain.mllm import (
     register_mllm,
     resolve_dtype,
     resolve_model,
+    resolve_source,
 )
 from gleam.explain.parse import parse_answer
 from gleam.explain.prompts import UnsupportedLanguageError, build_messages
@@ -254,3 +255,141 @@ def test_gleam_mllm_register_command(
     empty.mkdir()
     refused = CliRunner().invoke(app, ["mllm", "register", str(empty), "--name", name])
     assert refused.exit_code == 3 and "config.json" in refused.output
+
+
+# --- adapters (a GLEAM-X fine-tune on a recorded base) ---------------------------------------------------
+
+
+def make_adapter(base: Path, out: Path, seed: int = 3) -> Path:
+    """A LoRA adapter on `base` with non-zero weights (so applying it changes the model), saved as a
+    fine-tune registers it: peft safetensors files, the processor, gleam-x.json naming the base."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from gleam.explain.adapters import write_manifest
+    from gleam.explain.finetune.config import FinetuneConfig
+    from gleam.explain.finetune.loop import lora_config
+
+    model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32, local_files_only=True)
+    config = FinetuneConfig(name="x", explanation_set="/s", steps=1, lora={"r": 4, "alpha": 8})
+    peft_model = get_peft_model(model, lora_config(config))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    peft_model.save_pretrained(out)
+    AutoProcessor.from_pretrained(base, local_files_only=True).save_pretrained(out)
+    base_source = resolve_source(str(base))
+    write_manifest(out, "adapter", base_source, folder_fingerprint(base), {"method": "lora"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapter_folder(tiny_vlm_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_adapter(tiny_vlm_folder, tmp_path_factory.mktemp("adapter") / "gleam-x-lora")
+
+
+def test_an_adapter_loads_on_its_recorded_base_and_reports_both(
+    adapter_folder: Path, tiny_vlm_folder: Path, llm: MultimodalLLM
+) -> None:
+    import torch
+
+    loaded = MultimodalLLM.load(MLLMConfig(model=str(adapter_folder), max_new_tokens=8))
+    info = loaded.info
+    assert info["kind"] == "adapter" and info["fingerprint"] == folder_fingerprint(adapter_folder)
+    assert info["base"]["reference"] == str(tiny_vlm_folder.resolve()) and info["base"]["source"] == "folder"
+    assert info["base"]["fingerprint"] == folder_fingerprint(tiny_vlm_folder) == llm.fingerprint
+    assert llm.info["kind"] == "model" and llm.info["base"] is None
+    # merged into the base's own module tree: no peft wrapper left at inference
+    assert type(loaded.model) is type(llm.model) and not any(
+        "lora" in n for n, _ in loaded.model.named_parameters()
+    )
+    name = "model.language_model.layers.0.self_attn.q_proj.weight"
+    merged, base = loaded.model.state_dict()[name], llm.model.state_dict()[name]
+    assert not torch.allclose(merged, base)  # the adapter changed the language model ...
+    vision = "model.visual.blocks.0.mlp.gate_proj.weight"
+    assert torch.equal(
+        loaded.model.state_dict()[vision], llm.model.state_dict()[vision]
+    )  # ... not the vision
+    assert loaded.generate([picture(1)], picture(2), "drone", "en", EVIDENCE.scores()).new_tokens >= 1
+
+
+def test_an_adapter_on_another_base_is_refused_naming_both_fingerprints(
+    adapter_folder: Path, tiny_vlm_folder: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_vlm_folder, other)
+    (other / "generation_config.json").write_text('{"max_new_tokens": 3}')  # one file differs
+    expected, found = folder_fingerprint(tiny_vlm_folder), folder_fingerprint(other)
+    with pytest.raises(MLLMError, match=rf"fingerprint {expected}, but .* has fingerprint {found}"):
+        MultimodalLLM.load(MLLMConfig(model=str(adapter_folder), base=str(other)))
+    same = tmp_path / "same-base"  # the same files elsewhere: accepted, and reported where they were found
+    shutil.copytree(tiny_vlm_folder, same)
+    loaded = MultimodalLLM.load(MLLMConfig(model=str(adapter_folder), base=str(same)))
+    assert loaded.base is not None and loaded.base.source.path == same.resolve()
+    with pytest.raises(MLLMNotFoundError, match=r"mllm\.base"):
+        MultimodalLLM.load(MLLMConfig(model=str(adapter_folder), base=str(tmp_path / "absent")))
+
+
+def test_adapter_folders_are_checked_like_model_folders(adapter_folder: Path, tmp_path: Path) -> None:
+    pickled = tmp_path / "pickled"
+    shutil.copytree(adapter_folder, pickled)
+    (pickled / "adapter_model.safetensors").unlink()
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04not loaded")
+    with pytest.raises(MLLMError, match=r"only pickle adapter weights \(adapter_model.bin\): refused"):
+        resolve_model(str(pickled))
+    nameless = tmp_path / "nameless"
+    shutil.copytree(adapter_folder, nameless)
+    (nameless / "gleam-x.json").write_text('{"kind": "adapter", "base": {"reference": "x"}}')
+    with pytest.raises(MLLMError, match="does not name its base"):
+        resolve_model(str(nameless))
+
+
+def test_a_merged_adapter_is_a_plain_model_with_the_same_answers(
+    adapter_folder: Path, tmp_path: Path
+) -> None:
+    from gleam.explain.adapters import merge_adapter
+
+    merged_folder = merge_adapter(adapter_folder, tmp_path / "merged")
+    assert not (merged_folder / "adapter_config.json").exists()
+    merged = MultimodalLLM.load(MLLMConfig(model=str(merged_folder), max_new_tokens=12))
+    adapted = MultimodalLLM.load(MLLMConfig(model=str(adapter_folder), max_new_tokens=12))
+    assert merged.info["kind"] == "model" and merged.source.manifest["kind"] == "merged"
+    assert merged.source.manifest["base"] == adapted.source.manifest["base"]  # provenance kept
+    args = ([picture(1)], picture(2), "drone", "zh", EVIDENCE.scores())
+    assert merged.generate(*args).text == adapted.generate(*args).text
+
+
+@pytest.mark.integration  # a real MLflow registry (sqlite)
+def test_adapter_registry_round_trip(
+    adapter_folder: Path, tiny_vlm_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gleam import registry
+    from gleam.explain.adapters import merge_adapter, register_adapter, register_merged
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("GLEAM_HOME", str(tmp_path / "home"))
+    name = f"gleam-x-test-{uuid.uuid4().hex[:6]}"
+    client = registry.client()  # on the tracking store just set
+    run_id = client.create_run(client.create_experiment(name)).info.run_id
+    version, fingerprint = register_adapter(adapter_folder, run_id, name, alias="challenger")
+    registered = client.get_model_version_by_alias(name, "challenger")
+    assert int(registered.version) == version == 1 and fingerprint == folder_fingerprint(adapter_folder)
+    assert registered.tags["gleam.kind"] == "adapter" and registered.tags["gleam.fingerprint"] == fingerprint
+    assert registered.tags["gleam.base_fingerprint"] == folder_fingerprint(tiny_vlm_folder)
+    loaded = MultimodalLLM.load(MLLMConfig(model=f"models:/{name}@challenger", max_new_tokens=4))
+    info = loaded.info
+    assert (info["name"], info["version"], info["kind"]) == (name, 1, "adapter")
+    assert info["fingerprint"] == fingerprint
+    assert info["base"]["fingerprint"] == folder_fingerprint(tiny_vlm_folder)
+
+    merged = merge_adapter(adapter_folder, tmp_path / "merged")  # registry.save: merged
+    version, fingerprint = register_merged(merged, run_id, name, alias="merged")
+    registered = client.get_model_version_by_alias(name, "merged")
+    assert int(registered.version) == version == 2 and registered.tags["gleam.kind"] == "mllm"
+    assert registered.tags["gleam.base_fingerprint"] == folder_fingerprint(tiny_vlm_folder)
+    assert registered.tags["gleam.fingerprint"] == fingerprint == folder_fingerprint(merged)
+    plain = MultimodalLLM.load(MLLMConfig(model=f"models:/{name}@merged", max_new_tokens=4))
+    assert plain.info["kind"] == "model" and plain.info["version"] == 2

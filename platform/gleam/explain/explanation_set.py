@@ -12,10 +12,20 @@ Layout under `<output>/<name>/` (as corpora are laid out, docs/explain.md):
     cache/                 the teacher's answers keyed by (pair, prompt, teacher): a re-run never pays twice
     review/                exports for human revision, and what was imported back
     manifest.json          written last: the data contract, the counts, the corpus and index it came from
+
+The manifest (`gleam.explain.dataset.job` builds it): `schema_version`, `name`, `config_hash`, `corpus`
+(URI), `index` ({store, name, version, encoder: {uri, queries_embedded_with, fingerprint}}),
+`calibration` and `spread` (the index's meta.json values, verbatim), `quality` (the index's pooled
+quality, `gleam.index.calibrate.index_quality`), `evidence` (per modality: the threshold, calibration
+used, fitted confidence and quality the served evidence answer would use;
+`gleam.index.calibrate.evidence_facts`), `teacher`, `languages`, `data` (columns of each part), `files`
+({pairs, rejects}: names under each part), `counts` ({pairs, by_split, by_split_modality_match, rejects,
+teacher, review, ...}) and `reviews`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -27,7 +37,13 @@ from gleam import storage
 from gleam.errors import RefusedError
 
 SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
 LANGUAGE_COLUMNS = {"en": "reasoning_en", "zh": "reasoning_zh"}
+
+
+def pair_id(query_id: str, tile_id: str) -> str:
+    """The stable id of a (query, tile) pair: the same pair has the same id in every set and run."""
+    return hashlib.sha256(f"{query_id}\0{tile_id}".encode()).hexdigest()[:16]
 
 
 class Review(str, Enum):
@@ -46,6 +62,7 @@ class ExplainRejectReason(str, Enum):
     EMPTY_REASONING = "empty_reasoning"  # parsed, but no rationale
     TEACHER_UNAVAILABLE = "teacher_unavailable"  # timeouts / 429 / 5xx outlasted the retries (not cached)
     MISSING_IMAGE = "missing_image"  # the query or tile is not in the corpus any more
+    WRONG_LANGUAGE = "wrong_language"  # the rationale is not written in the language it was asked in
 
 
 PAIRS_SCHEMA = pa.schema(
@@ -98,6 +115,16 @@ class ExplanationSet:
     def corpus_uri(self) -> str:
         return str(self.manifest["corpus"])
 
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The index's calibration (meta.json, verbatim): what the GLEAM-C baseline is scored with."""
+        return self.manifest.get("calibration")
+
+    def evidence_facts(self, modality: str) -> dict[str, Any] | None:
+        """What the served evidence answer uses for `modality` (threshold, calibration_used,
+        confidence_model, quality), as recorded when the set was built; None for sets without it."""
+        return (self.manifest.get("evidence") or {}).get(modality)
+
     def files(self, part: str) -> list[str]:
         if part not in PARTS:
             raise ValueError(f"unknown explanation-set part {part!r}; expected one of {sorted(PARTS)}")
@@ -117,7 +144,7 @@ class ExplanationSet:
 
 def open_explanation_set(uri: str) -> ExplanationSet:
     uri = storage.normalize(uri)
-    manifest_uri = storage.join(uri, "manifest.json")
+    manifest_uri = storage.join(uri, MANIFEST)
     if not storage.exists(manifest_uri):
         raise ExplanationSetNotReady(
             f"no complete explanation set at {uri}: manifest.json is missing (run `gleam explain-data`)"

@@ -12,18 +12,25 @@ Where a model comes from (never the network):
 Safety ("no pickle from storage"): a folder must hold safetensors weights; `*.bin`/`*.pt` pickles are
 never loaded (`use_safetensors=True`) nor registered. A model's fingerprint is the sha256 of its files'
 sha256s, recorded on the registry version and checked against the local copy at every load.
+
+Adapters (`gleam finetune-explainer`, `gleam.explain.adapters`): a folder (or registry version) holding
+peft LoRA files and a `gleam-x.json` manifest of kind `adapter` that names the base model it was
+trained on and that base folder's fingerprint. Loading one resolves the base the same three ways (or
+from `MLLMConfig.base`), refuses a base whose fingerprint differs, applies the adapter and merges it
+into the base's weights for inference speed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +53,11 @@ DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
 DEFAULT_REGISTRY_NAME = registry.GLEAM_X
 ARTIFACT_PATH = "mllm"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+MANIFEST = "gleam-x.json"  # what a fine-tune wrote: kind (adapter | merged), base reference and fingerprint
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+KIND_TAG = "gleam.kind"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _HOW_TO_PROVIDE = (
     "nothing is downloaded. Provide the model as (1) a local folder of Hugging Face files "
@@ -81,6 +93,12 @@ class MLLMConfig(StrictModel):
         448 * 448, ge=56 * 56, description="images are downscaled to at most this many pixels"
     )
     cache_dir: str | None = Field(None, description="registry downloads; default $GLEAM_HOME/cache/mllm")
+    base: str | None = Field(
+        None,
+        min_length=1,
+        description="for an adapter: where its base model is (folder, HF repo id or models:/...) instead of "
+        "the reference it recorded; the base's fingerprint must still match",
+    )
 
 
 @dataclass(frozen=True)
@@ -94,6 +112,31 @@ class ModelSource:
     version: int | None = None
     run_id: str | None = None
     expected_fingerprint: str | None = None
+    manifest: dict[str, Any] | None = None  # gleam-x.json, when a fine-tune wrote one
+
+    @property
+    def is_adapter(self) -> bool:
+        return (self.manifest or {}).get("kind") == "adapter"
+
+
+@dataclass(frozen=True)
+class AdapterBase:
+    """The base model an adapter was applied to: where it was found, and its (verified) fingerprint."""
+
+    reference: str  # what the adapter recorded
+    source: ModelSource  # where it was found now (the recorded reference, or MLLMConfig.base)
+    fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference,
+            "model": self.source.requested,
+            "source": self.source.kind,
+            "path": str(self.source.path),
+            "name": self.source.name,
+            "version": self.source.version,
+            "fingerprint": self.fingerprint,
+        }
 
 
 @dataclass(frozen=True)
@@ -133,7 +176,13 @@ def resolve_source(model: str, cache_dir: str | os.PathLike[str] | None = None) 
             )
         else:
             source = ModelSource(model, "hf-cache", _from_hf_cache(model))
-    check_model_folder(source.path)
+    manifest = read_manifest(source.path)
+    if manifest is not None:
+        source = replace(source, manifest=manifest)
+    if source.is_adapter:
+        check_adapter_folder(source.path, manifest or {})
+    else:
+        check_model_folder(source.path)
     return source
 
 
@@ -180,6 +229,38 @@ def check_model_folder(path: Path) -> Path:
                 "safe_serialization=True) on a trusted machine) and use that folder"
             )
         raise MLLMError(f"{path} holds no *.safetensors weights")
+    return path
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The folder's gleam-x.json (written by a fine-tune), or None when it has none."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise MLLMError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise MLLMError(f"{path} must hold a JSON object")
+    return manifest
+
+
+def check_adapter_folder(path: Path, manifest: dict[str, Any]) -> Path:
+    """A peft adapter with safetensors weights and a manifest naming its base and the base's fingerprint."""
+    if not (path / ADAPTER_CONFIG).is_file():
+        raise MLLMError(f"{path} says it is an adapter ({MANIFEST}) but has no {ADAPTER_CONFIG}")
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise MLLMError(
+                f"{path} holds only pickle adapter weights ({', '.join(pickles)}): refused, pickle files "
+                f"can run code when loaded; save the adapter with safe_serialization=True ({ADAPTER_WEIGHTS})"
+            )
+        raise MLLMError(f"{path} holds no {ADAPTER_WEIGHTS}")
+    base = manifest.get("base")
+    if not isinstance(base, dict) or not base.get("reference") or not base.get("fingerprint"):
+        raise MLLMError(f"{path / MANIFEST} does not name its base model (base.reference, base.fingerprint)")
     return path
 
 
@@ -242,7 +323,7 @@ def register_mllm(
 def _register(folder: Path, run_id: str, name: str, alias: str | None) -> int:
     files = model_files(folder)
     fingerprint = folder_fingerprint(folder, files)
-    model_type = _model_type(folder)
+    model_type = model_type_of(folder)
     version = registry.register_folder(
         folder,
         files,
@@ -258,9 +339,8 @@ def _register(folder: Path, run_id: str, name: str, alias: str | None) -> int:
     return version.version
 
 
-def _model_type(folder: Path) -> str:
-    import json
-
+def model_type_of(folder: Path) -> str:
+    """config.json's model_type (`qwen2_5_vl`), or 'unknown'."""
     try:
         return str(json.loads((folder / "config.json").read_text()).get("model_type", "unknown"))
     except (OSError, ValueError):
@@ -292,12 +372,19 @@ class MultimodalLLM:
     """A loaded GLEAM-X model and its processor; `generate` is safe to call from several threads."""
 
     def __init__(
-        self, model: Any, processor: Any, config: MLLMConfig, source: ModelSource, fingerprint: str
+        self,
+        model: Any,
+        processor: Any,
+        config: MLLMConfig,
+        source: ModelSource,
+        fingerprint: str,
+        base: AdapterBase | None = None,
     ) -> None:
         self.model = model
         self.processor = processor
         self.config = config
         self.source = source
+        self.base = base
         self._fingerprint = fingerprint
         self._lock = threading.Lock()
 
@@ -314,23 +401,31 @@ class MultimodalLLM:
                 f"says {source.expected_fingerprint}: the local copy is corrupt; delete the folder to "
                 "download it again"
             )
+        base = resolve_base(source, config) if source.is_adapter else None
+        weights = base.source.path if base is not None else source.path
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         started = time.perf_counter()
-        processor = AutoProcessor.from_pretrained(source.path, local_files_only=True)
+        # an adapter carries the processor it was trained with (its pixel bounds); else the base's
+        has_processor = any((source.path / name).is_file() for name in PROCESSOR_FILES)
+        processor_path = source.path if has_processor else weights
+        processor = AutoProcessor.from_pretrained(processor_path, local_files_only=True)
         model = AutoModelForImageTextToText.from_pretrained(
-            source.path, dtype=dtype, local_files_only=True, use_safetensors=True
+            weights, dtype=dtype, local_files_only=True, use_safetensors=True
         )
+        if base is not None:
+            model = apply_adapter(model, source)
         model = model.to(device).eval()
         log.info(
-            "loaded %s from %s on %s (%s) in %.1fs",
+            "loaded %s from %s%s on %s (%s) in %.1fs",
             config.model,
             source.path,
+            f" on base {base.source.path}" if base is not None else "",
             device,
             dtype,
             time.perf_counter() - started,
         )
-        return cls(model, processor, config, source, fingerprint)
+        return cls(model, processor, config, source, fingerprint, base)
 
     @property
     def fingerprint(self) -> str:
@@ -347,6 +442,8 @@ class MultimodalLLM:
             "version": self.source.version,
             "run_id": self.source.run_id,
             "fingerprint": self._fingerprint,
+            "kind": "adapter" if self.base is not None else "model",
+            "base": self.base.to_json() if self.base is not None else None,
             "model_type": getattr(self.model.config, "model_type", None),
             "device": str(self.model.device),
             "dtype": str(self.model.dtype).removeprefix("torch."),
@@ -389,14 +486,65 @@ class MultimodalLLM:
 
     def prepare_image(self, image: ImageInput) -> Image.Image:
         """RGB, downscaled (aspect kept) to at most `max_image_pixels` so the vision tower stays cheap."""
-        from PIL import Image
+        return fit_image(image, self.config.max_image_pixels)
 
-        from gleam.model.transforms import decode
 
-        pil = decode(image).convert("RGB")
-        pixels = pil.width * pil.height
-        if pixels > self.config.max_image_pixels:
-            scale = (self.config.max_image_pixels / pixels) ** 0.5
-            size = (max(28, int(pil.width * scale)), max(28, int(pil.height * scale)))
-            pil = pil.resize(size, Image.BICUBIC)
-        return pil
+def fit_image(image: ImageInput, max_pixels: int) -> Image.Image:
+    """RGB, downscaled (aspect kept) to at most `max_pixels`: what the model sees, in serving and training."""
+    from PIL import Image
+
+    from gleam.model.transforms import decode
+
+    pil = decode(image).convert("RGB")
+    pixels = pil.width * pil.height
+    if pixels > max_pixels:
+        scale = (max_pixels / pixels) ** 0.5
+        size = (max(28, int(pil.width * scale)), max(28, int(pil.height * scale)))
+        pil = pil.resize(size, Image.BICUBIC)
+    return pil
+
+
+# --- adapters --------------------------------------------------------------------------------------------
+
+
+def resolve_base(adapter: ModelSource, config: MLLMConfig) -> AdapterBase:
+    """The adapter's base model, found offline (its recorded reference, or `config.base`) and verified:
+    a base whose fingerprint differs from the one the adapter was trained on is refused."""
+    recorded = adapter.manifest["base"] if adapter.manifest else {}
+    reference, expected = str(recorded["reference"]), str(recorded["fingerprint"])
+    where = config.base or reference
+    try:
+        found = resolve_source(where, config.cache_dir)
+    except MLLMNotFoundError as exc:
+        raise MLLMNotFoundError(
+            f"the base model of adapter {adapter.requested} ({where}) is not on this machine: {exc}. Provide "
+            "it, or set mllm.base to where it is"
+        ) from None
+    if found.is_adapter:
+        raise MLLMError(f"the base of adapter {adapter.requested}, {where}, is itself an adapter")
+    fingerprint = folder_fingerprint(found.path)
+    if fingerprint != expected:
+        raise MLLMError(
+            f"adapter {adapter.requested} was trained on base {reference} with fingerprint {expected}, but "
+            f"{where} at {found.path} has fingerprint {fingerprint}: not the same base model; set mllm.base "
+            "to the base it was trained on"
+        )
+    trained = ((adapter.manifest or {}).get("processor") or {}).get("max_pixels")
+    if isinstance(trained, int) and config.max_image_pixels < trained:
+        log.warning(
+            "adapter %s was trained on images of up to %d pixels; max_image_pixels %d shows it smaller ones",
+            adapter.requested,
+            trained,
+            config.max_image_pixels,
+        )
+    return AdapterBase(reference, found, fingerprint)
+
+
+def apply_adapter(model: Any, adapter: ModelSource) -> Any:
+    """The base model with the peft adapter applied and merged into its weights (one matmul per layer
+    at inference, as fast as the base); only the safetensors adapter file is read."""
+    from peft import PeftModel
+
+    # check_adapter_folder made sure adapter_model.safetensors is there: peft reads it, never a pickle
+    peft_model = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False)
+    return peft_model.merge_and_unload()

@@ -1,0 +1,55 @@
+"""`gleam evaluate-explainer`: score GLEAM-X's MLLM on an explanation set against the evidence baseline.
+
+The job is `gleam.explain.evaluate.job.evaluate_explainer`; this command loads the config, runs it and
+prints the table, the pairs that could not be scored and the groups too small to say anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gleam.config import load_config
+from gleam_cli.guard import console, run_guarded
+
+if TYPE_CHECKING:
+    from gleam.explain.evaluate.config import EvaluateExplainerConfig
+    from gleam.explain.evaluate.result import ExplainerEvaluation
+
+
+def evaluate_explainer(
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)"),
+    ] = None,
+) -> None:
+    """Evaluate GLEAM-X on an explanation set: verdicts and rationales, MLLM vs the evidence baseline."""
+    from gleam.explain.evaluate.config import EvaluateExplainerConfig
+    from gleam.explain.evaluate.report import evaluation_table
+
+    cfg = run_guarded(lambda: load_config(EvaluateExplainerConfig, config, set_))
+    result = run_guarded(lambda: _run(cfg))  # an error is the last line, after the progress line
+    console.print(evaluation_table(result))
+    if result.missing_images:
+        console.print(
+            f"[yellow]{result.missing_images} of {result.pairs} pairs were not scored: their query or tile "
+            "image is not in the corpus any more[/]"
+        )
+    if result.too_few:
+        groups = ", ".join(f"{m}/{lang}" for m, lang in result.too_few)
+        console.print(
+            f"[yellow]too few pairs to say anything (fewer than {result.min_pairs} answers): {groups}[/]"
+        )
+    console.print(f"MLflow run: {result.run_id or '(tracking disabled)'}")
+
+
+def _run(cfg: EvaluateExplainerConfig) -> ExplainerEvaluation:
+    from gleam.explain.evaluate.job import evaluate_explainer as run_evaluation
+    from gleam.progress import running
+
+    with running(console, f"asking {cfg.mllm.model} about the {cfg.split.value} pairs"):
+        return run_evaluation(cfg)
