@@ -47,6 +47,9 @@ JOB_COMMANDS: dict[str, tuple[str, ...]] = {
     "build-index": ("index", "build"),
     "evaluate": ("evaluate",),
     "world": ("world",),
+    "explain-data": ("explain-data",),
+    "finetune-explainer": ("finetune-explainer",),
+    "evaluate-explainer": ("evaluate-explainer",),
 }
 # settings the platform reads, passed when set here (a name the config references is passed too)
 DEFAULT_ENV: tuple[str, ...] = (
@@ -63,7 +66,7 @@ DEFAULT_ENV: tuple[str, ...] = (
 SECRET_MARKERS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
 # config fields that hold a location (a store URI, a folder, a file)
 LOCATION_FIELDS = frozenset(
-    {"output", "store", "corpus", "uri", "storage_path", "init", "encoder", "pretrained"}
+    {"output", "store", "corpus", "uri", "storage_path", "init", "encoder", "pretrained", "explanation_set"}
 )
 LOCATION_ENV = (runtime_env.HOME, runtime_env.STORE, *runtime_env.CACHE_VARIABLES)
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
