@@ -6,12 +6,10 @@ prints the table, the pairs that could not be scored and the groups too small to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 from gleam.config import load_config
-from gleam_cli.guard import console, run_guarded
+from gleam_cli.guard import ConfigOption, SetOption, console, run_guarded
 
 if TYPE_CHECKING:
     from gleam.explain.evaluate.config import EvaluateExplainerConfig
@@ -19,13 +17,8 @@ if TYPE_CHECKING:
 
 
 def evaluate_explainer(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)"),
-    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Evaluate GLEAM-X on an explanation set: verdicts and rationales, MLLM vs the evidence baseline."""
     from gleam.explain.evaluate.config import EvaluateExplainerConfig

@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 
 from gleam.config import load_config
-from gleam_cli.guard import console, run_guarded
+from gleam_cli.guard import ConfigOption, SetOption, console, run_guarded
 
 if TYPE_CHECKING:
     from gleam.explain.dataset.pairs import IndexAccess
@@ -36,13 +36,8 @@ def index_access() -> IndexAccess:
 
 
 def explain_data(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)"),
-    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Build a GLEAM-X explanation set: pairs from a published index, rationales from a teacher (Ray Data)."""
     from gleam.explain.dataset.config import ExplainDataConfig

@@ -7,13 +7,12 @@ loss rank 0 last logged while it runs, and prints where the result went. Registe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
 from rich.table import Table
 
 from gleam.config import load_config
-from gleam_cli.guard import console, run_guarded
+from gleam_cli.guard import ConfigOption, SetOption, console, run_guarded
 
 if TYPE_CHECKING:
     from gleam.explain.finetune.config import FinetuneConfig
@@ -22,13 +21,8 @@ if TYPE_CHECKING:
 
 
 def finetune_explainer(
-    config: Annotated[
-        str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
-    ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)"),
-    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
 ) -> None:
     """Fine-tune GLEAM-X (LoRA or full) on Ray Train; checkpoints resume, the result is registered."""
     from gleam.explain.finetune.config import FinetuneConfig

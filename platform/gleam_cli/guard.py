@@ -7,7 +7,7 @@ imported by nobody and sub-command modules never import each other.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,14 @@ from rich.console import Console
 from gleam.errors import GleamError
 
 console = Console(stderr=False)
+
+# the two options every job command takes (`gleam <job> --config F --set key=value`)
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)")
+]
 T = TypeVar("T")
 
 

@@ -17,7 +17,7 @@ from gleam.config import load_config
 from gleam_cli.evaluate_explainer import evaluate_explainer
 from gleam_cli.explain_data import explain_data, review_app
 from gleam_cli.finetune import finetune_explainer
-from gleam_cli.guard import console, run_guarded
+from gleam_cli.guard import ConfigOption, SetOption, console, run_guarded
 from gleam_cli.models import models_app
 from gleam_cli.submit import jobs_app, submit
 
@@ -26,13 +26,6 @@ if TYPE_CHECKING:
     from gleam.index.job import IndexBuildResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="GLEAM platform jobs.")
-
-ConfigOption = Annotated[
-    str | None, typer.Option("--config", "-c", help="YAML config file (a path or a store URI)")
-]
-SetOption = Annotated[
-    list[str] | None, typer.Option("--set", "-s", help="override a config field: key.path=value (repeatable)")
-]
 
 
 # commands that run their work on a cluster: the locations are the job's, decided by gleam.submission
