@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +118,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def prepared_world(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], str]:
+    """`prepared_world(n)`: the URI of the prepared test world of `n` places (world_corpus in
+    tests.support.training), made once per session. Modules share it because a prepared corpus is only
+    ever read (jobs write beside it, never in it) and each one costs a render and a Ray Data job."""
+    from tests.support.training import world_corpus
+
+    made: dict[int, str] = {}
+
+    def corpus(locations: int) -> str:
+        if locations not in made:
+            made[locations] = world_corpus(tmp_path_factory.mktemp(f"world-{locations}"), locations=locations)
+        return made[locations]
+
+    return corpus

@@ -11,8 +11,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,3 +214,26 @@ def _run_exists(run_id: str) -> bool:
     except MlflowException:
         return False
     return True
+
+
+class StepLogger:
+    """Per-step metrics to the driver's MLflow run from a Ray Train worker: rank 0 logs, the other ranks
+    hold a no-op, so the training loops need not branch on rank. Non-finite values are dropped (MLflow
+    refuses them and a NaN step must not end the run; the loss guard deals with it)."""
+
+    def __init__(self, run_id: str | None, tracking_uri: str | None, rank: int) -> None:
+        self.client = None
+        self.run_id = run_id
+        if run_id and tracking_uri and rank == 0:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        if self.client is None or not metrics:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
+        self.client.log_batch(self.run_id, metrics=batch)

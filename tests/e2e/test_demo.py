@@ -7,7 +7,8 @@ the demo crash in phase 2. So this copies the tracked files to a temp folder, li
 not an install; the venv's editable install runs this checkout's code), runs `make demo` there as a
 subprocess, and checks what the README promises: every step ran, the encoder localizes held-out places
 well above chance without collapsing, the index is published, the registry and MLflow hold the runs,
-and a served answer came back over HTTP. Then it runs `make demo` again, which must reuse everything.
+and a served answer came back over HTTP. (Each job's re-run reuses its finished work: the jobs' own e2e
+and integration tests run them twice; one demo run here keeps the suite inside its time budget.)
 """
 
 from __future__ import annotations
@@ -73,9 +74,8 @@ def make_demo(folder: Path) -> tuple[str, float]:
     return done.stdout, seconds
 
 
-# two `make demo` runs (the second reuses the first's work): the suite-wide 900 s would fail a slow,
-# busy machine before the demo's own timeout says whether it hung
-@pytest.mark.timeout(2 * DEMO_TIMEOUT_S)
+# the suite-wide 900 s would fail a slow, busy machine before the demo's own timeout says whether it hung
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 120)
 def test_make_demo_in_a_clean_copy_learns_publishes_and_serves(tmp_path: Path) -> None:
     folder = clean_copy(tmp_path / "gleam")
     output, seconds = make_demo(folder)
@@ -99,6 +99,8 @@ def test_make_demo_in_a_clean_copy_learns_publishes_and_serves(tmp_path: Path) -
     jobs = sorted(run.data.tags.get("gleam.job", "?") for run in runs)
     assert jobs == ["evaluate", "evaluate", "index", "prepare", "train", "train"], jobs
     assert all(run.info.status == "FINISHED" for run in runs)
+    phase2 = next(r for r in runs if r.data.tags.get("gleam.phase") == "phase2")
+    assert {f"epoch.{m}" for m in MODALITIES} <= set(phase2.data.metrics)  # the balanced mixture ran
     exact = next(
         r for r in runs if r.data.tags["gleam.job"] == "evaluate" and "index.name" not in r.data.params
     )
@@ -133,10 +135,3 @@ def test_make_demo_in_a_clean_copy_learns_publishes_and_serves(tmp_path: Path) -
     else:
         verdict = r"why \(top candidate, from evidence\): (not )?the same place, confidence [01]\.\d\d"
         assert re.search(verdict, flat)
-
-    # a second run reuses what the first finished and publishes nothing
-    again, _ = make_demo(folder)
-    assert again.count("run already complete for this config: reused") == 2
-    assert "corpus already complete for this config: reused" in again
-    assert "unchanged, nothing published" in again
-    assert (index_root / "CURRENT").read_text().strip() == version

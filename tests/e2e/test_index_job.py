@@ -19,14 +19,14 @@ from gleam.index.job import build_index
 from gleam.index.layout import IndexLocation
 from gleam.index.lease import acquire, read, release
 from gleam.model import weights
-from tests.support.training import tiny_encoder, world_corpus
+from tests.support.training import tiny_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return world_corpus(tmp_path_factory.mktemp("index-job-world"), locations=16)
+def corpus(prepared_world) -> str:
+    return prepared_world(16)
 
 
 def job_config(tmp_path: Path, corpus: str, encoder_uri: str, store: str, **fields: object) -> Path:

@@ -20,7 +20,7 @@ from gleam.corpus.reader import open_corpus
 from gleam.index.config import IndexBuildConfig
 from gleam.index.job import build_index
 from tests.support.serving import free_port
-from tests.support.training import tiny_encoder, world_corpus
+from tests.support.training import tiny_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,10 +45,10 @@ def test_bad_argument_exits_2_naming_the_field_before_starting_anything() -> Non
 
 
 @pytest.fixture(scope="module")
-def small_index(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def small_index(prepared_world, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A 16-place world, a random-init encoder folder and its published index `cli`."""
     root = tmp_path_factory.mktemp("serve-command")
-    corpus = world_corpus(root / "world", locations=16)
+    corpus = prepared_world(16)
     encoder = tiny_encoder(root / "encoder", seed=3, embed_dim=16)
     store = str(root / "store")
     overrides = [

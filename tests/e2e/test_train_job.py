@@ -19,14 +19,14 @@ from gleam.config import load_config
 from gleam.training.config import TrainConfig
 from gleam.training.phases import run_training
 from gleam_cli.main import app
-from tests.support.training import committed_checkpoint, train_fields, world_corpus
+from tests.support.training import committed_checkpoint, train_fields
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return world_corpus(tmp_path_factory.mktemp("job-world"), locations=16)
+def corpus(prepared_world) -> str:
+    return prepared_world(16)
 
 
 def write(path: Path, fields: dict) -> Path:

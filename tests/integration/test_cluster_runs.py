@@ -56,7 +56,7 @@ from gleam.tracking import job_run
 from tests.support.manifests import ray_cluster_spec, render
 from tests.support.mlflow_server import MlflowServer, mlflow_server
 from tests.support.paths import REPO
-from tests.support.training import tiny_encoder, world_corpus
+from tests.support.training import tiny_encoder
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -188,10 +188,9 @@ def index_config(
 
 
 @pytest.fixture(scope="module")
-def corpus(ray_cluster, index_config: IndexBuildConfig, tmp_path_factory: pytest.TempPathFactory) -> str:
+def corpus(prepared_world, index_config: IndexBuildConfig) -> str:
     """A tiny prepared world, uploaded where the index config looks for its corpus."""
-    local = world_corpus(tmp_path_factory.mktemp("cluster-world"), locations=8)
-    storage.upload_tree(local, index_config.corpus)
+    storage.upload_tree(prepared_world(8), index_config.corpus)
     return index_config.corpus
 
 

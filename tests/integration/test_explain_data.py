@@ -36,7 +36,7 @@ from gleam.index.job import build_index
 from gleam_cli.explain_data import explain_data, index_access, review_app
 from tests.support.openai_server import Fault, TeacherServer, image_key
 from tests.support.tiny_vlm import build_tiny_qwen25vl
-from tests.support.training import tiny_encoder, world_corpus
+from tests.support.training import tiny_encoder
 
 pytestmark = pytest.mark.integration
 
@@ -53,9 +53,9 @@ FAULTS = {
 
 
 @pytest.fixture(scope="module")
-def world(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def world(prepared_world, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("explain-world")
-    corpus = world_corpus(root / "corpus", locations=24)
+    corpus = prepared_world(24)
     encoder = tiny_encoder(root / "encoder", seed=0, embed_dim=16)
     store = str(root / "store")
     build_index(

@@ -31,7 +31,7 @@ from serve.run import load_config, start
 from tests.support.explanation_sets import pairs_from_corpus, write_explanation_set
 from tests.support.serving import ServedWorld, free_port, index_config, serve_args
 from tests.support.tiny_vlm import build_tiny_qwen25vl
-from tests.support.training import committed_checkpoint, tiny_encoder, world_corpus
+from tests.support.training import committed_checkpoint, tiny_encoder
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +46,9 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(prepared_world, tmp_path_factory: pytest.TempPathFactory) -> World:
     root = tmp_path_factory.mktemp("finetune-world")
-    corpus = world_corpus(root / "world", locations=8)
+    corpus = prepared_world(8)
     served = ServedWorld(
         corpus=corpus, store=str(root / "store"), encoder=tiny_encoder(root / "encoder"), model_name="-"
     )

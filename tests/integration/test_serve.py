@@ -1,5 +1,6 @@
 """The Serve application over real HTTP on 127.0.0.1: started from serve/config.yaml on the test world's
-trained encoder (Ray Train, registered as champion) and its published index."""
+tiny encoder (registered as champion) and its published index. The multimodal-LLM explainer over HTTP is
+tested where it is fine-tuned (test_finetune_explainer.py), on the adapter it serves."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ TOKEN = "test-token-7f3a"
 
 
 @pytest.fixture(scope="module")
-def world(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> ServedWorld:
-    return served_world(tmp_path_factory.mktemp("served"))
+def world(prepared_world, tmp_path_factory: pytest.TempPathFactory) -> ServedWorld:
+    return served_world(tmp_path_factory.mktemp("served"), prepared_world(24))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_explain_by_tile_id_answers_from_evidence_in_both_languages(app_url, wor
             assert answer["match"] is (evidence["similarity"] >= threshold)
             fitted = ConfidenceModel.from_dict(threshold, evidence["confidence_model"])
             assert answer["confidence"] == pytest.approx(fitted.confidence(evidence["similarity"]))
-        else:  # a tiny encoder trained 6 steps may calibrate at chance: then no verdict (tested below)
+        else:  # a random-init tiny encoder may calibrate at chance: then no verdict (tested below)
             assert answer["match"] is None and answer["confidence"] is None
         assert evidence["rank"] is not None and evidence["rank"] >= 1
         heatmap = Image.open(io.BytesIO(base64.b64decode(evidence["heatmap_png"])))
@@ -653,35 +654,6 @@ def test_bearer_token_when_configured(app_url, world, queries) -> None:
         response = requests.post(f"{app_url}/v1/localize", files=files, data=data, headers=right, timeout=60)
         assert response.status_code == 200, response.text
         assert TOKEN not in json.dumps(requests.get(f"{app_url}/healthz", timeout=30).json())
-    finally:
-        start(load_config(args=serve_args(world), port=port))
-
-
-def test_explainer_with_a_multimodal_llm_over_http(app_url, world, queries, tmp_path: Path) -> None:
-    from tests.support.tiny_vlm import build_tiny_qwen25vl
-
-    model = build_tiny_qwen25vl(tmp_path / "tiny-qwen")
-    port = int(app_url.rsplit(":", 1)[1])
-    mllm = {"mllm": {"model": str(model), "max_new_tokens": 24}}
-    start(load_config(args=serve_args(world, explainer=mllm), port=port))
-    try:
-        assert requests.get(f"{app_url}/healthz", timeout=30).json()["explainer"]["answers_from"] == "mllm"
-        query = query_of(queries, "drone")
-        files = [("image", ("q.jpg", query["image"], "image/jpeg"))]
-        for language in ("en", "zh"):
-            data = {"modality": "drone", "tile_id": query["tile_id"], "language": language}
-            response = requests.post(f"{app_url}/v1/explain", files=files, data=data, timeout=120)
-            assert response.status_code == 200, response.text
-            answer = response.json()
-            assert answer["reasoning_source"] == "mllm" and answer["language"] == language
-            assert answer["raw"]  # the model's own text is always returned
-            if answer["parsed"]:
-                assert isinstance(answer["match"], bool)
-            else:  # random weights: flagged, and nothing invented in its place
-                assert (
-                    answer["match"] is None and answer["confidence"] is None and answer["reasoning"] is None
-                )
-            assert answer["evidence"]["similarity"] is not None  # the evidence travels with it either way
     finally:
         start(load_config(args=serve_args(world), port=port))
 

@@ -1,27 +1,27 @@
-"""GLEAM-C training on the session's real Ray cluster: 2 workers, checkpoints, a killed worker, re-runs."""
+"""GLEAM-C training on the session's real Ray cluster: 2 workers, checkpoints, registration, re-runs.
+
+Elsewhere: phase 2 starting from phase 1's registered version is run by the demo (tests/e2e/test_demo.py);
+a killed GLEAM-C job resubmitted resumes from its S3 checkpoint (tests/e2e/test_train_job.py); a worker
+killed mid-run is restarted from the last checkpoint in the GLEAM-X fine-tune's test, on the same
+machinery (Ray Train's FailureConfig, gleam.shard_stream positions, gleam.state_io trainer state)."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from gleam.model import weights
-from gleam.training.phases import TrainResult, TrainRunExistsError, run_training
-from tests.support.training import committed_checkpoint, train_config, world_corpus
+from gleam.training.phases import TrainRunExistsError, run_training
+from tests.support.training import train_config
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def corpus(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return world_corpus(tmp_path_factory.mktemp("train-world"))
+def corpus(prepared_world) -> str:
+    return prepared_world(24)
 
 
 def logged_steps(client, run_id: str, key: str = "loss") -> list[int]:
@@ -58,98 +58,3 @@ def test_two_workers_train_checkpoint_register_and_rerun(
     assert len(versions) == 1
     with pytest.raises(TrainRunExistsError, match="another config"):
         run_training(config.model_copy(update={"steps": 7}))
-
-
-def test_phase2_starts_from_phase1_in_the_registry(
-    corpus: str, tmp_path: Path, experiment_name: str, mlflow_client
-) -> None:
-    phase1 = train_config(corpus, tmp_path / "train", experiment_name, steps=2, modalities=["panorama"])
-    first = run_training(phase1)
-    init = f"models:/{phase1.registry.name}@phase1"
-    phase2 = train_config(
-        corpus,
-        tmp_path / "train",
-        experiment_name,
-        phase="phase2",
-        encoder=None,
-        init=init,
-        steps=2,
-        modalities=["drone", "streetmap", "panorama", "ground"],
-        mixture={"drone": 2, "streetmap": 1, "panorama": 1, "ground": 1},
-        registry={"name": phase1.registry.name, "champion": True},
-    )
-    second = run_training(phase2)
-    assert second.model_version == first.model_version + 1 and second.aliases == ["phase2", "champion"]
-    model = mlflow_client.get_registered_model(phase1.registry.name)
-    assert {k: int(v) for k, v in model.aliases.items()} == {"phase1": 1, "phase2": 2, "champion": 2}
-    # phase 2 trained from phase 1's weights: its first loss is far below a random encoder's
-    history = {m.step: m.value for m in mlflow_client.get_metric_history(second.run_id, "loss")}
-    assert set(history) == {1, 2}
-    assert {"epoch.drone", "epoch.ground", "epoch.streetmap", "epoch.panorama"} <= set(
-        mlflow_client.get_run(second.run_id).data.metrics
-    )
-
-
-def _committed_checkpoint(run_folder: Path) -> tuple[int, Path] | None:
-    """(step, folder) of the latest checkpoint Ray Train has committed (all workers reported it)."""
-    try:
-        found = committed_checkpoint(
-            json.loads((run_folder / "checkpoint_manager_snapshot.json").read_text())
-        )
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return None if found is None else (found[0], run_folder / found[1])
-
-
-def _worker_pids(checkpoint: Path) -> set[int]:
-    """The training worker processes that wrote a checkpoint (each rank records its pid)."""
-    return {json.loads(p.read_text())["pid"] for p in (checkpoint / "data").glob("rank-*.json")}
-
-
-def test_a_killed_worker_resumes_from_the_latest_checkpoint(
-    corpus: str, tmp_path: Path, experiment_name: str, mlflow_client
-) -> None:
-    every, steps = 4, 24
-    config = train_config(
-        corpus,
-        tmp_path / "train",
-        experiment_name,
-        steps=steps,
-        checkpoint={"every": every, "max_failures": 2},
-    )
-    outcome: list[TrainResult | BaseException] = []
-
-    def target() -> None:
-        try:
-            outcome.append(run_training(config))
-        except BaseException as exc:  # re-raised below, in the test's thread
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    run_folder = tmp_path / "train" / config.name
-    deadline = time.monotonic() + 300
-    while (committed := _committed_checkpoint(run_folder)) is None:
-        assert time.monotonic() < deadline and thread.is_alive(), outcome
-        time.sleep(0.05)
-    committed_step, committed_dir = committed
-    victims = _worker_pids(committed_dir)
-    assert len(victims) == 2 and committed_step < steps
-    os.kill(max(victims), signal.SIGKILL)  # a real crash of one worker process, mid-run
-    thread.join(timeout=600)
-    assert outcome and not isinstance(outcome[0], BaseException), outcome
-    result = outcome[0]
-    assert isinstance(result, TrainResult) and result.steps == steps
-
-    steps_logged = logged_steps(mlflow_client, result.run_id)
-    counts = Counter(steps_logged)
-    assert set(counts) == set(range(1, steps + 1)), "a step is missing from the MLflow series"
-    repeated = sorted(s for s, n in counts.items() if n > 1)
-    # only the interval lost with the worker is logged twice: the steps after the checkpoint it resumed
-    # from (the one committed when we struck, or a later one committed before the crash was noticed)
-    if repeated:
-        assert repeated[0] > committed_step and (repeated[0] - 1) % every == 0, repeated
-        assert repeated == list(range(repeated[0], repeated[-1] + 1)) and max(counts.values()) == 2
-    assert not victims & _worker_pids(Path(result.checkpoint)), "the worker group was not restarted"
-    runs = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(experiment_name).experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED"

@@ -1,5 +1,6 @@
-"""The served world of the serve tests: a prepared world, an encoder trained on it with Ray Train and
-registered as `champion`, and its published index; plus the Serve application started from
+"""The served world of the serve tests: a prepared world, a tiny encoder registered as `champion` (random
+init: serving needs a registered encoder, not a trained one; training is tested on its own, and the demo
+serves a trained one), and its published index; plus the Serve application started from
 serve/config.yaml on a free port."""
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 from gleam.config import load_config
 from gleam.index.config import IndexBuildConfig
 from gleam.index.job import build_index
-from gleam.training.phases import run_training
-from tests.support.training import train_config, world_corpus
+from tests.support.training import tiny_encoder
 
 INDEX = "world"
 
@@ -48,18 +48,21 @@ def index_config(world: ServedWorld, *extra: str) -> IndexBuildConfig:
     return load_config(IndexBuildConfig, None, overrides)
 
 
-def served_world(root: Path) -> ServedWorld:
-    """24 places; a 6-step phase-2-style run on every modality, registered with `champion`; its index."""
-    corpus = world_corpus(root / "world", locations=24)
+def served_world(root: Path, corpus: str) -> ServedWorld:
+    """A prepared `corpus`; a tiny encoder registered with `champion` from an MLflow run; its index."""
+    from mlflow import MlflowClient
+
+    from gleam.model import weights
+
     name = f"gleam-c-serve-{uuid.uuid4().hex[:6]}"
-    config = train_config(
-        corpus,
-        root / "train",
-        "serve-tests",
-        modalities=["drone", "streetmap", "panorama", "ground"],
-        registry={"name": name, "champion": True},
-    )
-    run_training(config)
+    encoder, spec, _ = weights.load(tiny_encoder(root / "encoder"))
+    # a client, not mlflow.set_experiment: that exports MLFLOW_EXPERIMENT_ID to every job a later test starts
+    client = MlflowClient()
+    found = client.get_experiment_by_name("serve-tests")
+    experiment = found.experiment_id if found else client.create_experiment("serve-tests")
+    run_id = client.create_run(experiment, run_name="serve-tests-encoder").info.run_id
+    weights.register(encoder, spec, run_id, name=name, aliases=["champion"])
+    client.set_terminated(run_id)
     world = ServedWorld(
         corpus=corpus, store=str(root / "store"), encoder=f"models:/{name}@champion", model_name=name
     )

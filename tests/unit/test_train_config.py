@@ -35,7 +35,7 @@ def test_mixture_weights_are_kept_and_missing_modalities_get_zero() -> None:
         ({"init": "models:/gleam-c@phase1", "encoder": {"backbone": "test_convnext"}}, "<root>", "not both"),
         ({"mixture": {"ground": 1}}, "<root>", "not in `modalities`"),
         ({"mixture": {"drone": 0}}, "mixture", "at least one weight"),
-        ({"modalities": ["satellite"]}, "modalities", "gallery side"),
+        ({"modalities": ["satellite"]}, "modalities", "reference gallery"),
         ({"modalities": []}, "modalities", "at least 1"),
         ({"batch_size": 1}, "batch_size", "greater than or equal to 2"),
         ({"optimizer": {"lr": 0}}, "optimizer.lr", "greater than 0"),

@@ -11,9 +11,9 @@ from gleam.config import parse_config
 from gleam.model.encoder import GleamEncoder
 from gleam.model.loss import SymmetricInfoNCE
 from gleam.model.spec import EncoderSpec
+from gleam.state_io import join_state, load_state, save_state, split_state
 from gleam.training.config import TrainConfig
 from gleam.training.loop import build_encoder, build_optimizer, freeze, warmup_cosine
-from gleam.training.state_io import join_state, load_state, save_state, split_state
 from gleam.training.step import ContrastiveModel
 
 

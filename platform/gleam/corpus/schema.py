@@ -34,6 +34,18 @@ class Modality(str, Enum):
             allowed = ", ".join(m.value for m in cls)
             raise ValueError(f"unknown modality {value!r} (expected one of: {allowed})") from None
 
+    @classmethod
+    def checked_queries(cls, value: list[Modality] | None) -> list[Modality] | None:
+        """A config's `modalities` (query views): None for all, else at least one, satellite refused (it
+        is the reference gallery), repeats dropped in order. The validator every job config shares."""
+        if value is None:
+            return None
+        if cls.SATELLITE in value:
+            raise ValueError("satellite tiles are the reference gallery; list query modalities only")
+        if not value:
+            raise ValueError("at least one query modality (or null for all)")
+        return list(dict.fromkeys(value))
+
 
 class Split(str, Enum):
     TRAIN = "train"

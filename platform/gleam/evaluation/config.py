@@ -45,13 +45,7 @@ class EvaluateConfig(StrictModel):
     @field_validator("modalities")
     @classmethod
     def _query_modalities(cls, value: list[Modality] | None) -> list[Modality] | None:
-        if value is None:
-            return None
-        if Modality.SATELLITE in value:
-            raise ValueError("satellite tiles are the gallery; list query modalities only")
-        if not value:
-            raise ValueError("at least one query modality (or null for all)")
-        return list(dict.fromkeys(value))
+        return Modality.checked_queries(value)
 
     @field_validator("ks")
     @classmethod

@@ -458,15 +458,20 @@ class MultimodalLLM:
         evidence: dict[str, Any] | None = None,
     ) -> Generation:
         """Ask whether the query image(s) and the tile show the same place; the decoded new text."""
-        import torch
-
         queries = as_image_list(query_images)
         messages = build_messages(
             query_modality(modality), normalize_language(language), evidence, query_count=len(queries)
         )
-        images = [self.prepare_image(image) for image in [*queries, satellite]]
+        return self.generate_messages(messages, [*queries, satellite])
+
+    def generate_messages(self, messages: list[dict[str, Any]], images: Sequence[ImageInput]) -> Generation:
+        """Any chat (`messages`, one image block per entry of `images`, in order) through the model's own
+        template: the student's question (`generate`) and a teacher's prompt share the decoding."""
+        import torch
+
+        pictures = [self.prepare_image(image) for image in images]
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        inputs = self.processor(text=[prompt], images=images, return_tensors="pt")
+        inputs = self.processor(text=[prompt], images=pictures, return_tensors="pt")
         inputs = inputs.to(device=self.model.device, dtype=self.model.dtype)
         kwargs: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens, "do_sample": False}
         if self.config.temperature > 0:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from gleam import runtime_env, storage
+from gleam import storage
 from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import Modality
 from gleam.index.config import EmbedConfig
-from gleam.model.embedding import embed_images, resolve_precision
+from gleam.model.embedding import EncoderActor, embed_images, encoder_actor_kwargs
+from gleam.resources import pool_options, size_pool
 
 EMBEDDING_COLUMNS = ("tile_id", "sha256", "vector")
 
@@ -47,24 +48,13 @@ class EmbedStats:
         return self.tiles / self.seconds if self.seconds > 0 else 0.0
 
 
-class TileEmbedder:
+class TileEmbedder(EncoderActor):
     """A Ray Data actor: JPEG tiles in, unit vectors out (`embed_images`, the path every stage shares)."""
 
     def __init__(
         self, encoder_uri: str, fingerprint: str, settings: dict[str, str], precision: str, threads: int
     ) -> None:
-        import torch
-
-        from gleam.model import weights
-
-        runtime_env.apply(settings)  # the driver's store and registry, whatever this actor's folder
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoder, self.spec, _ = weights.load(
-            encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
-        )
-        self.precision = resolve_precision(precision, self.device.type)
+        super().__init__(encoder_uri, fingerprint, settings, precision, threads)
         self.dim = self.encoder.embedding_dim
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -93,10 +83,9 @@ def embed_tiles(
     wanted = sorted(set(tile_ids))
     if not wanted:
         return embeddings_schema(dim).empty_table(), EmbedStats(0, 0.0, 0, 0.0, "none")
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    num_gpus = config.num_gpus if config.num_gpus is not None else (1.0 if gpus else 0.0)
-    actors = config.actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
-    precision = config.precision if num_gpus else ("fp32" if config.precision == "auto" else config.precision)
+    pool = size_pool(config.num_gpus, config.actors)
+    precision = pool.cpu_precision(config.precision)
+    actor_kwargs = encoder_actor_kwargs(encoder_uri, fingerprint, precision, config.num_cpus)
     fs, _ = storage.resolve(corpus.uri)
     paths = [storage.resolve(u)[1] for u in corpus.files("tiles")]
     started = time.perf_counter()
@@ -108,18 +97,7 @@ def embed_tiles(
         .filter(expr=col("tile_id").is_in(wanted))
         .map_batches(
             TileEmbedder,
-            fn_constructor_kwargs={
-                "encoder_uri": encoder_uri,
-                "fingerprint": fingerprint,
-                "settings": runtime_env.resolved(),
-                "precision": precision,
-                "threads": max(1, int(config.num_cpus)),
-            },
-            batch_size=config.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=num_gpus or None,
-            num_cpus=config.num_cpus,
+            **pool_options(pool, config.num_cpus, config.batch_size, actor_kwargs),
         )
     )
     parts = [batch for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None)]
@@ -132,4 +110,4 @@ def embed_tiles(
     if table.num_rows != len(wanted):
         missing = sorted(set(wanted) - set(table["tile_id"].to_pylist()))[:5]
         raise RuntimeError(f"embedded {table.num_rows} of {len(wanted)} tiles; missing e.g. {missing}")
-    return table, EmbedStats(table.num_rows, seconds, actors, num_gpus, precision)
+    return table, EmbedStats(table.num_rows, seconds, pool.actors, pool.num_gpus, precision)

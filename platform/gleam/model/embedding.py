@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +44,44 @@ def resolve_precision(precision: str, device_type: str) -> str:
     import torch
 
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class EncoderActor:
+    """Base of the Ray Data actors that embed with a registered encoder (tiles for the index, queries for
+    the explanation set): the driver's settings first (the actor runs in another folder), torch's
+    threads, the device, and the weights checked against the fingerprint the driver pinned."""
+
+    def __init__(
+        self, encoder_uri: str, fingerprint: str, settings: dict[str, str], precision: str, threads: int
+    ) -> None:
+        import torch
+
+        from gleam import runtime_env
+        from gleam.model import weights
+
+        runtime_env.apply(settings)  # the driver's store and registry, whatever this actor's folder
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder, self.spec, _ = weights.load(
+            encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
+        )
+        self.precision = resolve_precision(precision, self.device.type)
+
+
+def encoder_actor_kwargs(
+    encoder_uri: str, fingerprint: str, precision: str, num_cpus: float
+) -> dict[str, Any]:
+    """`fn_constructor_kwargs` of an EncoderActor pool, with the driver's resolved settings."""
+    from gleam import runtime_env
+
+    return {
+        "encoder_uri": encoder_uri,
+        "fingerprint": fingerprint,
+        "settings": runtime_env.resolved(),
+        "precision": precision,
+        "threads": max(1, int(num_cpus)),
+    }
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

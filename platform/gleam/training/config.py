@@ -16,6 +16,7 @@ from gleam.config import NAME_PATTERN, StrictModel, TrackingConfig
 from gleam.corpus.schema import Modality
 from gleam.model.spec import EncoderSpec
 from gleam.model.transforms import AugmentConfig
+from gleam.train_sections import Betas, CheckpointSection, ScalingSection
 
 SplitName = Literal["train", "val", "test"]
 
@@ -25,36 +26,15 @@ class OptimizerConfig(StrictModel):
 
     lr: float = Field(1e-4, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Betas = (0.9, 0.999)
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to lr")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="the cosine ends at lr * min_lr_ratio")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in value):
-            raise ValueError(f"betas must be in [0, 1), got {value}")
-        return value
 
 
 class LossConfig(StrictModel):
     temperature: float = Field(0.07, gt=0, description="initial logit scale = 1 / temperature")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     max_logit_scale: float = Field(100.0, gt=1)
-
-
-class ScalingSection(StrictModel):
-    """How many Ray Train workers and what each reserves."""
-
-    workers: int = Field(1, ge=1, description="data-parallel workers (one process each)")
-    use_gpu: bool | Literal["auto"] = Field("auto", description="auto: GPUs when the cluster has them")
-    cpus_per_worker: float = Field(1.0, gt=0, description="fractions leave CPUs to Ray Data on small hosts")
-
-
-class CheckpointSection(StrictModel):
-    every: int = Field(100, ge=1, description="steps between checkpoints (the last step always has one)")
-    keep: int = Field(2, ge=1, description="how many recent checkpoints to keep")
-    max_failures: int = Field(3, ge=-1, description="worker-group restarts from the last checkpoint; -1: any")
 
 
 class ValidationSection(StrictModel):
@@ -123,9 +103,7 @@ class TrainConfig(StrictModel):
     @field_validator("modalities")
     @classmethod
     def _query_modalities(cls, value: list[Modality]) -> list[Modality]:
-        if Modality.SATELLITE in value:
-            raise ValueError("satellite is the gallery side of every pair, not a query modality")
-        return list(dict.fromkeys(value))
+        return Modality.checked_queries(value) or []
 
     @field_validator("mixture")
     @classmethod

@@ -1,16 +1,12 @@
-"""Feeding a worker: endless rows from its Ray Data shards, and rows -> augmented micro-batches.
-
-A worker's shard of one modality is read epoch after epoch; the position in it is (epoch, rows
-consumed in that epoch), which is what a checkpoint records. Shards are deterministic when the
-datasets run with `preserve_order` (Ray Data's split then hands blocks out in a fixed order, see
-`phases.py`), so a resumed worker that skips the consumed rows of the epoch continues with exactly
-the rows it would have seen. Augmentation draws from a generator seeded by (seed, step, rank, pair),
-so a resumed step also gets exactly the same crops and colours, without any RNG state to save.
+"""Feeding a worker: rows of a step (read from its shards by `gleam.shard_stream.ShardStream`, whose
+position a checkpoint records) -> augmented micro-batches. Augmentation draws from a generator seeded
+by (seed, step, rank, pair), so a resumed step also gets exactly the same crops and colours, without
+any RNG state to save.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,74 +18,6 @@ from gleam.model.transforms import AugmentConfig, TrainTransform
 from gleam.training.step import MicroBatch
 
 Row = dict[str, Any]
-_READ_BATCH = 64
-
-
-class EmptyShardError(RuntimeError):
-    """A worker's shard of a modality holds no rows: too few pairs for this many workers."""
-
-
-class ShardStream:
-    """Rows of one modality's shard, forever, with a resumable position (epoch, consumed)."""
-
-    def __init__(
-        self,
-        shard: Any,  # ray.data.DataIterator
-        modality: str,
-        seed: int,
-        rank: int,
-        shuffle_buffer: int = 0,
-        epoch: int = 0,
-        consumed: int = 0,
-    ) -> None:
-        self.shard = shard
-        self.modality = modality
-        self.seed = seed
-        self.rank = rank
-        self.shuffle_buffer = shuffle_buffer
-        self.epoch = epoch
-        self.consumed = consumed
-        self._rows: Iterator[Row] | None = None
-
-    def __iter__(self) -> ShardStream:
-        return self
-
-    def __next__(self) -> Row:
-        while True:
-            if self._rows is None:
-                self._rows = self._epoch_rows(skip=self.consumed)
-            try:
-                row = next(self._rows)
-            except StopIteration:
-                if self.consumed == 0:
-                    raise EmptyShardError(
-                        f"worker {self.rank} got no {self.modality} pairs: the corpus has fewer pairs of "
-                        "this modality than there are workers"
-                    ) from None
-                self.epoch, self.consumed, self._rows = self.epoch + 1, 0, None
-                continue
-            self.consumed += 1
-            return row
-
-    def _epoch_rows(self, skip: int) -> Iterator[Row]:
-        shuffle: dict[str, Any] = {}
-        if self.shuffle_buffer:
-            shuffle = {
-                "local_shuffle_buffer_size": self.shuffle_buffer,
-                "local_shuffle_seed": (self.seed * 1_000_003 + self.epoch * 7_919 + self.rank) % 2**31,
-            }
-        seen = 0
-        for batch in self.shard.iter_batches(batch_size=_READ_BATCH, batch_format="pyarrow", **shuffle):
-            if seen + batch.num_rows <= skip:
-                seen += batch.num_rows
-                continue
-            rows = batch.to_pylist()
-            start = max(0, skip - seen)
-            seen += batch.num_rows
-            yield from rows[start:]
-
-    def position(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "consumed": self.consumed}
 
 
 class BatchBuilder:

@@ -38,10 +38,13 @@ from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
 from gleam.model.loss import SymmetricInfoNCE
 from gleam.model.spec import EncoderSpec
+from gleam.resources import train_precision
+from gleam.shard_stream import ShardStream
+from gleam.state_io import load_optimizer, load_state, save_state
+from gleam.tracking import StepLogger
 from gleam.training.config import TrainConfig
-from gleam.training.feed import BatchBuilder, ShardStream, seed_step
+from gleam.training.feed import BatchBuilder, seed_step
 from gleam.training.mixture import MixtureSampler
-from gleam.training.state_io import load_state, save_state
 from gleam.training.step import ContrastiveModel, train_step, unwrap_model
 
 log = logging.getLogger(__name__)
@@ -120,12 +123,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float):
     return factor
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
 # --- checkpoints ---------------------------------------------------------------------------------------
 
 
@@ -172,7 +169,7 @@ def restore_trainer(
 ) -> int:
     state = load_state(folder, TRAINER_STATE)
     model.loss_fn.load_state_dict(state["loss"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_optimizer(optimizer, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     return int(state["step"])
 
@@ -197,30 +194,6 @@ def restore_data(folder: Path, rank: int, world: int) -> tuple[dict[str, Any], d
         for row in pq.read_table(pool_path).to_pylist():
             pools.setdefault(row["modality"], []).append(row)
     return position, pools
-
-
-# --- MLflow from rank 0 ----------------------------------------------------------------------------------
-
-
-class StepLogger:
-    """Per-step metrics to the driver's MLflow run, from rank 0 only (a no-op elsewhere)."""
-
-    def __init__(self, run_id: str | None, tracking_uri: str | None, rank: int) -> None:
-        self.client = None
-        self.run_id = run_id
-        if run_id and tracking_uri and rank == 0:
-            from mlflow import MlflowClient
-
-            self.client = MlflowClient(tracking_uri)
-
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
-        if self.client is None:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
-        self.client.log_batch(self.run_id, metrics=batch)
 
 
 def validation_metrics(model: ContrastiveModel, spec: EncoderSpec, config: TrainConfig) -> dict[str, float]:
@@ -270,7 +243,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    precision = resolve_precision(config.precision, device)
+    precision = train_precision(config.precision, device.type)
 
     checkpoint = ray.train.get_checkpoint()
     torch.manual_seed(config.seed)  # the same initial weights on every run (DDP broadcasts rank 0's)
@@ -296,11 +269,11 @@ def train_worker(payload: dict[str, Any]) -> None:
     streams = {
         m: ShardStream(
             ray.train.get_dataset_shard(m),
-            m,
             config.seed,
             rank,
             config.shuffle_buffer,
             **positions.get(m, {"epoch": 0, "consumed": 0}),
+            what=f"{m} pairs",
         )
         for m, w in weights_by_modality.items()
         if w > 0

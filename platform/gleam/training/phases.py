@@ -30,6 +30,7 @@ from gleam.errors import RefusedError, TrainingError
 from gleam.model import weights
 from gleam.model.encoder import pretrained_weights_path
 from gleam.model.spec import HF_CACHE
+from gleam.resources import use_gpu
 from gleam.tracking import job_run, tracking_uri
 from gleam.training.config import TrainConfig
 from gleam.training.loop import ENCODER_DIR, train_worker
@@ -180,13 +181,12 @@ def run_training(config: TrainConfig) -> TrainResult:
 
 
 def _fit(config: TrainConfig, datasets: dict[str, Any], total_steps: int, run_id: str | None) -> Any:
-    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     scaling = config.scaling
-    use_gpu = ray.cluster_resources().get("GPU", 0) > 0 if scaling.use_gpu == "auto" else scaling.use_gpu
-    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    gpu = use_gpu(scaling.use_gpu)
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
     options = DataConfig.default_ingest_options()
     options.preserve_order = True  # deterministic shards: a resumed worker skips to the exact row
     fs, path = storage.resolve(config.storage_path or str(storage.gleam_home() / "train"))
@@ -200,7 +200,7 @@ def _fit(config: TrainConfig, datasets: dict[str, Any], total_steps: int, run_id
             "settings": runtime_env.resolved(),  # workers run in another folder: see gleam.runtime_env
         },
         scaling_config=ScalingConfig(
-            num_workers=scaling.workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=scaling.workers, use_gpu=gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
             name=config.name,

@@ -166,13 +166,7 @@ class ExplainDataConfig(StrictModel):
     @field_validator("modalities")
     @classmethod
     def _query_modalities(cls, value: list[Modality] | None) -> list[Modality] | None:
-        if value is None:
-            return None
-        if Modality.SATELLITE in value:
-            raise ValueError("satellite is the reference view, not a query modality")
-        if not value or len(set(value)) != len(value):
-            raise ValueError("give at least one modality, none twice")
-        return value
+        return Modality.checked_queries(value)
 
     @field_validator("languages")
     @classmethod

@@ -17,30 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gleam import runtime_env, storage
+from gleam import storage
 from gleam.corpus.reader import PreparedCorpus
 from gleam.explain.dataset.config import EmbedSettings
-from gleam.model.embedding import embed_images, resolve_precision
+from gleam.model.embedding import EncoderActor, embed_images, encoder_actor_kwargs
+from gleam.resources import pool_options, size_pool
 
 
-class QueryEmbedder:
+class QueryEmbedder(EncoderActor):
     """A Ray Data actor: query JPEGs of any modality in, unit vectors out (`embed_images`)."""
-
-    def __init__(
-        self, encoder_uri: str, fingerprint: str, settings: dict[str, str], precision: str, threads: int
-    ) -> None:
-        import torch
-
-        from gleam.model import weights
-
-        runtime_env.apply(settings)  # the driver's store and registry, whatever this actor's folder
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoder, self.spec, _ = weights.load(
-            encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
-        )
-        self.precision = resolve_precision(precision, self.device.type)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return embed_batch(self.encoder, self.spec, batch, self.precision)
@@ -74,14 +59,11 @@ def embed_queries(
     wanted = sorted(set(query_ids))
     if not wanted:
         return {}
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    num_gpus = settings.num_gpus if settings.num_gpus is not None else (1.0 if gpus else 0.0)
-    if len(wanted) < settings.in_driver_below and not num_gpus:
+    pool = size_pool(settings.num_gpus, settings.actors)
+    if len(wanted) < settings.in_driver_below and not pool.num_gpus:
         return _collect([_embed_here(corpus, wanted, encoder_uri, fingerprint, settings)], wanted)
-    actors = settings.actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
-    precision = (
-        settings.precision if num_gpus else ("fp32" if settings.precision == "auto" else settings.precision)
-    )
+    precision = pool.cpu_precision(settings.precision)
+    actor_kwargs = encoder_actor_kwargs(encoder_uri, fingerprint, precision, settings.num_cpus)
     fs, _ = storage.resolve(corpus.uri)
     paths = [storage.resolve(u)[1] for u in corpus.files("queries")]
     dataset = (
@@ -89,18 +71,7 @@ def embed_queries(
         .filter(expr=col("query_id").is_in(wanted))
         .map_batches(
             QueryEmbedder,
-            fn_constructor_kwargs={
-                "encoder_uri": encoder_uri,
-                "fingerprint": fingerprint,
-                "settings": runtime_env.resolved(),
-                "precision": precision,
-                "threads": max(1, int(settings.num_cpus)),
-            },
-            batch_size=settings.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=num_gpus or None,
-            num_cpus=settings.num_cpus,
+            **pool_options(pool, settings.num_cpus, settings.batch_size, actor_kwargs),
         )
     )
     return _collect(dataset.iter_batches(batch_format="pyarrow", batch_size=None), wanted)

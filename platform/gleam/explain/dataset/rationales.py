@@ -27,6 +27,7 @@ from gleam.explain.dataset.config import LocalTeacher, OpenAITeacher
 from gleam.explain.dataset.teacher_prompts import teacher_prompt
 from gleam.explain.dataset.teachers import TeacherRefused, TeacherUnavailable, make_teacher
 from gleam.explain.explanation_set import ExplainRejectReason
+from gleam.resources import size_pool
 from gleam.storage_errors import causes
 
 TASK_COLUMNS = ["pair_id", "query_id", "tile_id", "modality", "match"]
@@ -58,9 +59,8 @@ def plan_for(teacher: OpenAITeacher | LocalTeacher, cluster_gpus: float, env: di
     if isinstance(teacher, OpenAITeacher):
         threads = math.ceil(teacher.concurrency / teacher.actors)
         return Plan(teacher.actors, threads, 0.0, teacher.num_cpus, env)
-    num_gpus = teacher.num_gpus if teacher.num_gpus is not None else (1.0 if cluster_gpus else 0.0)
-    actors = teacher.actors or (max(1, int(cluster_gpus // num_gpus)) if num_gpus else 1)
-    return Plan(actors, 1, num_gpus, teacher.num_cpus, env)
+    pool = size_pool(teacher.num_gpus, teacher.actors, cluster_gpus)
+    return Plan(pool.actors, 1, pool.num_gpus, teacher.num_cpus, env)
 
 
 class RationaleWorker:

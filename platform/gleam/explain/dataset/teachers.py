@@ -157,8 +157,8 @@ def _describe(exc: BaseException | None) -> str:
 class LocalModelTeacher:
     """A transformers MLLM (gleam.explain.mllm.MultimodalLLM) asked with the teacher's prompt.
 
-    The MultimodalLLM's own `generate` asks the student's question; the teacher's is another prompt, so
-    this renders it with the model's processor and decodes the new tokens the same way.
+    The MultimodalLLM's own `generate` asks the student's question; the teacher's is another prompt, sent
+    through `generate_messages`, the same template, image fitting and decoding.
     """
 
     def __init__(self, config: LocalTeacher) -> None:
@@ -169,26 +169,8 @@ class LocalModelTeacher:
         self.attempts = 0
 
     def ask(self, prompt: TeacherPrompt, images: Sequence[bytes]) -> str:
-        import torch
-
-        llm = self.llm
         self.attempts += 1
-        pictures = [llm.prepare_image(image) for image in images]
-        text = llm.processor.apply_chat_template(
-            prompt.chat_messages(), add_generation_prompt=True, tokenize=False
-        )
-        inputs = llm.processor(text=[text], images=pictures, return_tensors="pt")
-        inputs = inputs.to(device=llm.model.device, dtype=llm.model.dtype)
-        kwargs: dict[str, Any] = {"max_new_tokens": llm.config.max_new_tokens, "do_sample": False}
-        if llm.config.temperature > 0:
-            kwargs.update(do_sample=True, temperature=llm.config.temperature)
-        tokenizer = llm.processor.tokenizer
-        if getattr(llm.model.generation_config, "pad_token_id", None) is None:
-            kwargs["pad_token_id"] = tokenizer.pad_token_id or tokenizer.eos_token_id
-        length = inputs["input_ids"].shape[1]
-        with torch.inference_mode():
-            output = llm.model.generate(**inputs, **kwargs)
-        return tokenizer.decode(output[0, length:], skip_special_tokens=True)
+        return self.llm.generate_messages(prompt.chat_messages(), list(images)).text
 
 
 def make_teacher(config: OpenAITeacher | LocalTeacher) -> ChatEndpointTeacher | LocalModelTeacher:

@@ -64,10 +64,4 @@ class EvaluateExplainerConfig(StrictModel):
     @field_validator("modalities")
     @classmethod
     def _query_modalities(cls, value: list[Modality] | None) -> list[Modality] | None:
-        if value is None:
-            return None
-        if Modality.SATELLITE in value:
-            raise ValueError("satellite tiles are the reference view; list query modalities only")
-        if not value:
-            raise ValueError("at least one query modality (or null for all)")
-        return list(dict.fromkeys(value))
+        return Modality.checked_queries(value)

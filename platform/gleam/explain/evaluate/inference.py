@@ -21,6 +21,7 @@ from gleam import runtime_env, storage
 from gleam.corpus.reader import PreparedCorpus
 from gleam.explain.evaluate.answers import pair_evidence
 from gleam.explain.evaluate.config import InferenceConfig
+from gleam.resources import pool_options, size_pool
 
 PAIR_COLUMNS = ["pair_id", "query_id", "tile_id", "modality", "similarity", "rank"]
 ANSWER_SCHEMA = pa.schema(
@@ -134,9 +135,7 @@ def ask_mllm(
     import ray.data
 
     started = time.perf_counter()
-    gpus = float(ray.cluster_resources().get("GPU", 0))
-    num_gpus = config.num_gpus if config.num_gpus is not None else (1.0 if gpus else 0.0)
-    actors = config.actors or (max(1, int(gpus // num_gpus)) if num_gpus else 1)
+    pool = size_pool(config.num_gpus, config.actors)
     selected = pairs.select(PAIR_COLUMNS)
     queries = _images(
         corpus, "queries", "query_id", sorted(set(selected["query_id"].to_pylist())), "query_image"
@@ -150,23 +149,25 @@ def ask_mllm(
     )
     answered = joined.map_batches(
         PairExplainer,
-        fn_constructor_kwargs={
-            "mllm": dict(mllm),
-            "share_evidence": share_evidence,
-            "languages": list(languages),
-            "facts": {m: dict(f) for m, f in facts.items()},
-            "settings": runtime_env.resolved(),
-            "threads": max(1, int(config.num_cpus)),
-        },
-        batch_size=config.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_gpus=num_gpus or None,
-        num_cpus=config.num_cpus,
+        **pool_options(
+            pool,
+            config.num_cpus,
+            config.batch_size,
+            {
+                "mllm": dict(mllm),
+                "share_evidence": share_evidence,
+                "languages": list(languages),
+                "facts": {m: dict(f) for m, f in facts.items()},
+                "settings": runtime_env.resolved(),
+                "threads": max(1, int(config.num_cpus)),
+            },
+        ),
     )
     parts = list(answered.iter_batches(batch_format="pyarrow", batch_size=None))
     table = pa.concat_tables([p.cast(ANSWER_SCHEMA) for p in parts]) if parts else ANSWER_SCHEMA.empty_table()
     table = table.sort_by([("pair_id", "ascending"), ("language", "ascending")])
     pairs_answered = len(set(table["pair_id"].to_pylist()))
-    stats = InferenceStats(pairs_answered, table.num_rows, time.perf_counter() - started, actors, num_gpus)
+    stats = InferenceStats(
+        pairs_answered, table.num_rows, time.perf_counter() - started, pool.actors, pool.num_gpus
+    )
     return table, stats

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from gleam.config import NAME_PATTERN, StrictModel, TrackingConfig
 from gleam.explain.mllm import DEFAULT_MODEL
 from gleam.explain.prompts import LANGUAGES
+from gleam.train_sections import Betas, CheckpointSection, ScalingSection
 
 SplitName = Literal["train", "val", "test"]
 
@@ -53,29 +54,10 @@ class OptimizerSection(StrictModel):
 
     lr: float = Field(1e-4, gt=0, description="peak learning rate (1e-4 for LoRA; ~1e-5 for full)")
     weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Betas = (0.9, 0.999)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of the steps spent warming up")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="the cosine ends at lr * min_lr_ratio")
     grad_clip: float | None = Field(1.0, gt=0, description="max global gradient norm; null: none")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in value):
-            raise ValueError(f"betas must be in [0, 1), got {value}")
-        return value
-
-
-class ScalingSection(StrictModel):
-    workers: int = Field(1, ge=1, description="data-parallel Ray Train workers (one GPU each on GPUs)")
-    use_gpu: bool | Literal["auto"] = Field("auto", description="auto: GPUs when the cluster has them")
-    cpus_per_worker: float = Field(1.0, gt=0)
-
-
-class CheckpointSection(StrictModel):
-    every: int = Field(100, ge=1, description="optimiser steps between checkpoints (and at the last)")
-    keep: int = Field(2, ge=1, description="how many recent checkpoints to keep")
-    max_failures: int = Field(3, ge=-1, description="worker-group restarts from the last checkpoint; -1: any")
 
 
 class RegistrySection(StrictModel):

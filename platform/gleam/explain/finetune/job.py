@@ -35,6 +35,7 @@ from gleam.explain.finetune.config import FinetuneConfig
 from gleam.explain.finetune.data import SplitSamples, sample_datasets, split_samples
 from gleam.explain.finetune.loop import ADAPTER_DIR, MODEL_DIR, finetune_worker, load_processor, lora_targets
 from gleam.explain.mllm import ModelSource, folder_fingerprint, resolve_source
+from gleam.resources import use_gpu
 from gleam.tracking import job_run, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -218,13 +219,12 @@ def _fit(
     base: ModelSource,
     base_fingerprint: str,
 ) -> Any:
-    import ray
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     scaling = config.scaling
-    use_gpu = ray.cluster_resources().get("GPU", 0) > 0 if scaling.use_gpu == "auto" else scaling.use_gpu
-    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    gpu = use_gpu(scaling.use_gpu)
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": 1} if gpu else {})}
     options = DataConfig.default_ingest_options()
     options.preserve_order = True  # deterministic shards: a resumed worker skips to the exact row
     fs, path = storage.resolve(config.storage_path or default_storage())
@@ -240,7 +240,7 @@ def _fit(
             "settings": runtime_env.resolved(),  # workers run in another folder: see gleam.runtime_env
         },
         scaling_config=ScalingConfig(
-            num_workers=scaling.workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=scaling.workers, use_gpu=gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
             name=config.name,

@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ from gleam import runtime_env
 from gleam.explain.finetune.config import FinetuneConfig
 from gleam.explain.finetune.samples import chat, collate, encode
 from gleam.explain.finetune.state import load_trainer_state, save_trainer_state
+from gleam.resources import train_precision
+from gleam.shard_stream import ShardStream
+from gleam.tracking import StepLogger
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,6 @@ MODEL_DIR = "model"
 TRAINER_STATE = "trainer"
 DATA_DIR = "data"
 _VISION = re.compile(r"(^|\.)visual\.")
-_READ_BATCH = 16
 
 
 # --- model -----------------------------------------------------------------------------------------------
@@ -87,12 +89,6 @@ def lora_targets(model: torch.nn.Module, config: FinetuneConfig) -> list[str]:
             "freeze_vision is true; restrict the pattern to the language model or set freeze_vision: false"
         )
     return names
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
 
 
 def build_model(
@@ -160,52 +156,6 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 # --- data ------------------------------------------------------------------------------------------------
 
 
-class SampleStream:
-    """A worker's shard of samples, epoch after epoch, with a resumable position (epoch, consumed)."""
-
-    def __init__(
-        self, shard: Any, seed: int, rank: int, shuffle_buffer: int, epoch: int = 0, consumed: int = 0
-    ):
-        self.shard = shard
-        self.seed = seed
-        self.rank = rank
-        self.shuffle_buffer = shuffle_buffer
-        self.epoch = epoch
-        self.consumed = consumed
-        self._rows: Iterator[dict[str, Any]] | None = None
-
-    def __next__(self) -> dict[str, Any]:
-        while True:
-            if self._rows is None:
-                self._rows = self._epoch_rows(self.consumed)
-            row = next(self._rows, None)
-            if row is not None:
-                self.consumed += 1
-                return row
-            if self.consumed == 0:
-                raise ValueError(f"worker {self.rank} got no samples: fewer samples than workers")
-            self.epoch, self.consumed, self._rows = self.epoch + 1, 0, None
-
-    def _epoch_rows(self, skip: int) -> Iterator[dict[str, Any]]:
-        shuffle: dict[str, Any] = {}
-        if self.shuffle_buffer:
-            shuffle = {
-                "local_shuffle_buffer_size": self.shuffle_buffer,
-                "local_shuffle_seed": (self.seed * 1_000_003 + self.epoch * 7_919 + self.rank) % 2**31,
-            }
-        seen = 0
-        for batch in self.shard.iter_batches(batch_size=_READ_BATCH, batch_format="pyarrow", **shuffle):
-            if seen + batch.num_rows <= skip:
-                seen += batch.num_rows
-                continue
-            start = max(0, skip - seen)
-            seen += batch.num_rows
-            yield from batch.to_pylist()[start:]
-
-    def position(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "consumed": self.consumed}
-
-
 def encode_rows(rows: list[Mapping[str, Any]], processor: Any, config: FinetuneConfig) -> dict[str, Any]:
     """Rows of the sample dataset -> one padded batch (prompt as served, loss on the answer only)."""
     from gleam.explain.mllm import fit_image
@@ -232,7 +182,7 @@ def val_loss(
                 inputs = {
                     k: v.to(device) for k, v in encode_rows(batch.to_pylist(), processor, config).items()
                 }
-                with autocast(device, resolve_precision(config.precision, device)):
+                with autocast(device, train_precision(config.precision, device.type)):
                     total += float(inner(**inputs).loss)
                 batches += 1
     finally:
@@ -257,7 +207,7 @@ def save_checkpoint(
     optimizer: Any,
     scheduler: Any,
     step: int,
-    stream: SampleStream,
+    stream: ShardStream,
     config: FinetuneConfig,
 ) -> None:
     if rank == 0:
@@ -287,30 +237,6 @@ def restore_position(folder: Path, rank: int, world: int) -> dict[str, int]:
     return {"epoch": int(position["epoch"]), "consumed": int(position["consumed"])}
 
 
-# --- MLflow from rank 0 ----------------------------------------------------------------------------------
-
-
-class StepLogger:
-    """Per-step metrics to the driver's MLflow run, from rank 0 only (a no-op elsewhere)."""
-
-    def __init__(self, run_id: str | None, tracking_uri: str | None, rank: int) -> None:
-        self.client = None
-        self.run_id = run_id
-        if run_id and tracking_uri and rank == 0:
-            from mlflow import MlflowClient
-
-            self.client = MlflowClient(tracking_uri)
-
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
-        if self.client is None or not metrics:
-            return
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
-        self.client.log_batch(self.run_id, metrics=batch)
-
-
 # --- the loop --------------------------------------------------------------------------------------------
 
 
@@ -332,7 +258,7 @@ def finetune_worker(payload: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    precision = resolve_precision(config.precision, device)
+    precision = train_precision(config.precision, device.type)
 
     checkpoint = ray.train.get_checkpoint()
     torch.manual_seed(config.seed)  # the same initial adapter on every rank and every run
@@ -345,8 +271,14 @@ def finetune_worker(payload: dict[str, Any]) -> None:
             step = load_trainer_state(resume_dir, TRAINER_STATE, optimizer, scheduler)
             position = restore_position(resume_dir, rank, world)
     processor = load_processor(base.path, config)
-    stream = SampleStream(
-        ray.train.get_dataset_shard("train"), config.seed, rank, config.shuffle_buffer, **position
+    stream = ShardStream(
+        ray.train.get_dataset_shard("train"),
+        config.seed,
+        rank,
+        config.shuffle_buffer,
+        **position,
+        what="samples",
+        read_batch=16,
     )
     val_shard = ray.train.get_dataset_shard("val") if config.val_split and rank == 0 else None
     trained = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model

@@ -76,3 +76,10 @@ def load_state(folder: str | Path, name: str, device: str | torch.device = "cpu"
     folder = Path(folder)
     tensors = load_file(str(folder / f"{name}.safetensors"), device=str(device))
     return join_state(json.loads((folder / f"{name}.json").read_text()), tensors)
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load an optimiser `state_dict` that went through JSON: its tuples (Adam's `betas`) came back as
+    lists, so they are turned back before loading, and the restored groups equal the saved ones."""
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in state["param_groups"]]
+    optimizer.load_state_dict({**state, "param_groups": groups})
