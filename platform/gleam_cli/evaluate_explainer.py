@@ -42,7 +42,9 @@ def evaluate_explainer(
 
 def _run(cfg: EvaluateExplainerConfig) -> ExplainerEvaluation:
     from gleam.explain.evaluate.job import evaluate_explainer as run_evaluation
+    from gleam.explain.explanation_set import open_explanation_set
     from gleam.progress import running
 
+    open_explanation_set(cfg.explanation_set)  # a set that is missing or unfinished: the error alone
     with running(console, f"asking {cfg.mllm.model} about the {cfg.split.value} pairs"):
         return run_evaluation(cfg)

@@ -178,3 +178,17 @@ def test_the_model_is_pinned_on_the_driver(tmp_path: Path, monkeypatch: pytest.M
     assert pin_model("model") == str(folder.resolve())  # absolute: actors never resolve a relative path
     with pytest.raises(MLLMNotFoundError, match="no model folder"):
         pin_model(str(tmp_path / "absent"))
+
+
+def test_the_cli_refuses_a_missing_set_in_one_line_before_asking_anything(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from gleam_cli.main import app
+
+    missing = tmp_path / "no-such-set"
+    result = CliRunner().invoke(
+        app, ["evaluate-explainer", "--set", f"explanation_set={missing}", "--set", "tracking.enabled=false"]
+    )
+    assert result.exit_code == 3, result.output
+    assert "asking" not in result.output and "Traceback" not in result.output  # no spinner, no Ray
+    assert result.output.strip().startswith("error:")

@@ -5,7 +5,10 @@ endpoint (the pool's size times the threads is the configured concurrency), or a
 local model (one per GPU). For each pair a worker reads the two images from the corpus, and for each
 language renders the prompt, looks the answer up in the cache, asks the teacher only when it is not
 there (writing the answer to the cache as soon as it arrives), and checks it. The driver gets small
-rows back (ids, reasoning or reject reason, whether it was cached or asked), never images.
+rows back (ids, reasoning or reject reason, whether it was cached or asked), never images. An endpoint
+that refuses the job itself comes back as rows too (`refused`), and the driver raises it once the
+stage has ended: an actor pool whose task raised keeps its actors, and their CPUs or GPUs, alive for
+as long as that error is referenced.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from gleam.explain.dataset.teacher_prompts import teacher_prompt
 from gleam.explain.dataset.teachers import TeacherRefused, TeacherUnavailable, make_teacher
 from gleam.explain.explanation_set import ExplainRejectReason
 from gleam.resources import size_pool
-from gleam.storage_errors import causes
 
 TASK_COLUMNS = ["pair_id", "query_id", "tile_id", "modality", "match"]
 RESULT_SCHEMA = pa.schema(
@@ -40,6 +42,7 @@ RESULT_SCHEMA = pa.schema(
         pa.field("detail", pa.string(), nullable=False),
         pa.field("cached", pa.bool_(), nullable=False),  # the answer came from the cache
         pa.field("asked", pa.bool_(), nullable=False),  # the teacher was asked (an answer, or a failure)
+        pa.field("refused", pa.string()),  # the endpoint refused the job (TeacherRefused): why; stops it
     ]
 )
 
@@ -80,7 +83,14 @@ class RationaleWorker:
         from gleam.explain.dataset.config import Teacher
 
         runtime_env.apply(settings)  # the driver's store and registry, whatever this actor's folder
-        self.teacher = make_teacher(TypeAdapter(Teacher).validate_python(teacher))
+        # a refusal is returned as rows, never raised: an actor pool whose task failed is not released
+        # until its error is gone, and holds its CPUs or GPU meanwhile (the driver raises it instead)
+        self.refused: str | None = None
+        self.teacher: Any = None
+        try:
+            self.teacher = make_teacher(TypeAdapter(Teacher).validate_python(teacher))
+        except TeacherRefused as exc:
+            self.refused = str(exc)
         self.cache = AnswerCache(set_uri)
         self.corpus = open_corpus(corpus_uri)
         self.languages = list(languages)
@@ -102,7 +112,10 @@ class RationaleWorker:
         self, row: dict[str, Any], language: str, queries: dict[str, bytes], tiles: dict[str, bytes]
     ) -> dict[str, Any]:
         result = {"pair_id": row["pair_id"], "language": language, "reasoning": None, "reason": None}
-        result.update(detail="", cached=False, asked=False)
+        result.update(detail="", cached=False, asked=False, refused=None)
+        if self.refused is not None:  # every other request would be refused too: none is sent
+            result["refused"] = self.refused
+            return result
         query, tile = queries.get(row["query_id"]), tiles.get(row["tile_id"])
         if query is None or tile is None:
             missing = row["query_id"] if query is None else row["tile_id"]
@@ -113,6 +126,9 @@ class RationaleWorker:
         prompt = teacher_prompt(row["modality"], language, row["match"])
         key = cache_key(row["pair_id"], prompt.text, self.teacher.identity)
         text = self.cache.get(key)
+        if text is None and self.refused is not None:  # refused by another thread meanwhile
+            result["refused"] = self.refused
+            return result
         if text is not None:
             result["cached"] = True
         else:
@@ -121,6 +137,9 @@ class RationaleWorker:
                 text = self.teacher.ask(prompt, [query, tile])
             except TeacherUnavailable as exc:
                 result.update(reason=ExplainRejectReason.TEACHER_UNAVAILABLE.value, detail=str(exc))
+                return result
+            except TeacherRefused as exc:
+                self.refused = result["refused"] = str(exc)
                 return result
             self.cache.put(key, row["pair_id"], language, self.teacher.identity, text)
         checked = check_answer(text, bool(row["match"]), language)
@@ -140,7 +159,8 @@ def ask_teacher(
     batch_size: int,
     plan: Plan,
 ) -> pa.Table:
-    """RESULT_SCHEMA rows for every pair and language (the teacher's failures are rows, not errors)."""
+    """RESULT_SCHEMA rows for every pair and language (the teacher's failures are rows, not errors);
+    TeacherRefused when the endpoint refused the job."""
     import ray.data
 
     if not pairs.num_rows:
@@ -152,33 +172,23 @@ def ask_teacher(
         remote_args["num_gpus"] = plan.num_gpus
     if plan.env:  # the teacher's key: only in the actors' environment, never in a config, log or run
         remote_args["runtime_env"] = {"env_vars": plan.env}
-    context = ray.data.DataContext.get_current()
-    wrap_errors = context.raise_original_map_exception
-    context.raise_original_map_exception = True  # TeacherRefused comes back as itself
-    try:
-        dataset = ray.data.from_arrow(blocks).map_batches(
-            RationaleWorker,
-            fn_constructor_kwargs={
-                "set_uri": set_uri,
-                "corpus_uri": corpus_uri,
-                "teacher": teacher.model_dump(mode="json"),
-                "languages": list(languages),
-                "settings": runtime_env.resolved(),
-                "threads": plan.threads,
-            },
-            batch_size=batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=plan.actors),
-            **remote_args,
-        )
-        parts = list(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
-    except Exception as exc:
-        # the actor's own error, not Ray's wrapper of it (a TeacherRefused too, whose text is Ray's)
-        refused = [c for c in causes(exc) if isinstance(c, TeacherRefused)]
-        own = [c for c in refused if not isinstance(getattr(c, "cause", None), BaseException)]
-        if not refused:
-            raise
-        raise TeacherRefused(str((own or refused)[-1]).splitlines()[0]) from exc
-    finally:
-        context.raise_original_map_exception = wrap_errors
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        RationaleWorker,
+        fn_constructor_kwargs={
+            "set_uri": set_uri,
+            "corpus_uri": corpus_uri,
+            "teacher": teacher.model_dump(mode="json"),
+            "languages": list(languages),
+            "settings": runtime_env.resolved(),
+            "threads": plan.threads,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        **remote_args,
+    )
+    parts = list(dataset.iter_batches(batch_format="pyarrow", batch_size=None))
+    refused = sorted({r for p in parts for r in p["refused"].to_pylist() if r is not None})
+    if refused:  # the endpoint refuses the job itself: stop, naming why (the first line of its reason)
+        raise TeacherRefused(refused[0].splitlines()[0])
     return pa.concat_tables([p.cast(RESULT_SCHEMA) for p in parts]) if parts else RESULT_SCHEMA.empty_table()
