@@ -29,6 +29,7 @@ from gleam.index.report import build_table
 from gleam.model import weights
 from gleam.model.embedding import embed_images
 from gleam_cli.main import app
+from tests.support.console import own_output
 from tests.support.training import collapsed_encoder, tiny_encoder
 
 pytestmark = pytest.mark.integration
@@ -203,7 +204,7 @@ def test_an_index_below_the_recall_floor_is_not_published(
     path.write_text(yaml.safe_dump(coarse.model_dump(mode="json", exclude={"tracking"})))
     result = CliRunner().invoke(app, ["index", "build", "-c", str(path), "--set", "tracking.enabled=false"])
     assert result.exit_code == 3, result.output
-    said = " ".join(result.output.split())  # rich wraps at the terminal's width
+    said = " ".join(own_output(result.output).split())  # rich wraps at the terminal's width
     assert re.search(r"PQ2x2, 24 vectors\) reaches recall@10 0\.\d+ < floor 0\.99", said), said
     assert "not published" in said and "Traceback" not in said
     location = IndexLocation(store, "region")

@@ -34,6 +34,7 @@ from gleam.corpus.stages import read_limited
 from gleam.errors import StorageError
 from gleam.storage_errors import ReadFailure, RetryPolicy, classify
 from tests.support import bad_images
+from tests.support.console import own_output
 from tests.support.corpora import RawCorpus
 from tests.support.s3_faults import Fault, FaultProxy
 
@@ -218,7 +219,7 @@ def test_an_outage_fails_the_job_unpublished_and_a_rerun_finishes_it(
         failed = run_prepare(proxy, manifest, output)
         assert failed.returncode == 4, failed.stdout + failed.stderr
         errors = [line for line in failed.stdout.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "Traceback" not in failed.stdout, failed.stdout
+        assert len(errors) == 1 and "Traceback" not in own_output(failed.stdout), failed.stdout
         assert any(f"cannot read s3://{key}: the store kept failing (4 attempts" in errors[0] for key in down)
         assert "Nothing was published; run the same prepare again" in errors[0], failed.stdout + failed.stderr
         assert not (output / "faults" / "manifest.json").exists()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from gleam.corpus.world.layout import MANIFEST_FILE
 from gleam_cli.main import app
+from tests.support.console import own_output
 
 
 def _touch(path: Path, data: bytes = b"x") -> None:
@@ -109,7 +110,7 @@ def test_a_bad_source_layout_exits_2_in_one_line(
     config.write_text(yaml.safe_dump({**fields, "tracking": {"experiment": experiment_name}}))
     result = CliRunner().invoke(app, ["prepare", "--config", str(config)])
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in own_output(result.output)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output
     assert str(tmp_path / "raw") in errors[0], errors[0]
