@@ -54,7 +54,8 @@ def main() -> None:
 
 def run(variants: dict[str, dict], root: Path) -> str:
     from gleam.cluster import init_ray
-    from gleam.config import PrepareConfig, load_config
+    from gleam.config import load_config
+    from gleam.corpus.config import PrepareConfig
     from gleam.corpus.prepare import prepare
     from gleam.corpus.reader import open_corpus
     from gleam.corpus.world import WorldConfig, generate_world

@@ -20,7 +20,8 @@ from report import append_section, markdown_table
 
 from gleam import storage
 from gleam.cluster import init_ray
-from gleam.config import PrepareConfig, load_config
+from gleam.config import load_config
+from gleam.corpus.config import PrepareConfig
 from gleam.corpus.images import process_image
 from gleam.corpus.listing import build_listing
 from gleam.corpus.prepare import prepare

@@ -219,7 +219,7 @@ class Direct:
     def localize(self, image: bytes) -> list[str]:
         import torch
 
-        from gleam.config import ImageLimits
+        from gleam.corpus.config import ImageLimits
         from gleam.corpus.images import process_image
         from gleam.model.transforms import eval_batch
 

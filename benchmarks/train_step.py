@@ -283,7 +283,8 @@ def ray_environment(root: str) -> None:
 
 def build_corpus(root: str, locations: int, size: int) -> str:
     """A prepared synthetic world at `size` px (panoramas 2x wide); returns its URI."""
-    from gleam.config import PrepareConfig, load_config
+    from gleam.config import load_config
+    from gleam.corpus.config import PrepareConfig
     from gleam.corpus.prepare import prepare
     from gleam.corpus.world import WorldConfig, generate_world
 

@@ -9,7 +9,8 @@ from pathlib import Path
 def prepare_world(raw: Path, output: Path, size: int, *extra: str) -> str:
     """Prepare the world rendered at `raw` into `output` with every modality at `size` px (panoramas
     2:1); `extra` are further `key=value` overrides of PrepareConfig. Returns the corpus URI."""
-    from gleam.config import PrepareConfig, load_config
+    from gleam.config import load_config
+    from gleam.corpus.config import PrepareConfig
     from gleam.corpus.prepare import prepare
 
     sizes = {m: [size, size] for m in ("satellite", "drone", "streetmap", "ground")} | {

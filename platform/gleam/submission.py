@@ -77,7 +77,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^/@\s]*@")
-_KEYWORDS = frozenset({"hf-cache"})  # EncoderSpec.pretrained: not a path
+_KEYWORDS = frozenset({"hf-cache", "hub"})  # EncoderSpec.pretrained: not a path
 
 
 class SecretVariableError(InvalidInputError):

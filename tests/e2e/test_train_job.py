@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,8 @@ from gleam.config import load_config
 from gleam.training.config import TrainConfig
 from gleam.training.phases import run_training
 from gleam_cli.main import app
-from tests.support.training import committed_checkpoint, train_fields
+from tests.support.hub_server import LocalHub
+from tests.support.training import SIZES, committed_checkpoint, train_fields
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,6 +30,25 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def corpus(prepared_world) -> str:
     return prepared_world(16)
+
+
+@pytest.fixture
+def hub_weights(s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[bytes]:
+    """test_convnext's weights (random) on a Hugging Face Hub on 127.0.0.1, and the store in S3: a job with
+    `pretrained: hub` fetches them on its driver and its workers load them from s3://."""
+    import timm
+    import torch
+    from safetensors.torch import save
+
+    torch.manual_seed(0)
+    served = save(timm.create_model("test_convnext", num_classes=1000).state_dict())
+    with LocalHub() as hub:
+        hub.add_timm("test_convnext", served)
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        monkeypatch.setenv("GLEAM_STORE", f"{s3_bucket}/store")
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        yield served
 
 
 def write(path: Path, fields: dict) -> Path:
@@ -63,12 +85,21 @@ def test_a_run_name_taken_by_another_config_exits_3(corpus: str, tmp_path: Path)
 
 
 def test_a_killed_job_resubmitted_resumes_from_s3(
-    corpus: str, s3_bucket: str, tmp_path: Path, experiment_name: str, mlflow_client
+    corpus: str, s3_bucket: str, tmp_path: Path, experiment_name: str, mlflow_client, hub_weights: bytes
 ) -> None:
-    """SIGKILL the whole job (driver and its Ray) after a checkpoint; the same command finishes the run."""
+    """SIGKILL the whole job (driver and its Ray) after a checkpoint; the same command finishes the run.
+
+    The backbone starts from `pretrained: hub`: the stored copy must not change the job's fingerprint
+    (the resubmitted job resumes instead of being refused as another config)."""
     steps, every = 16, 4
+    encoder = {"backbone": "test_convnext", "embed_dim": 16, "image_sizes": SIZES, "pretrained": "hub"}
     fields = train_fields(
-        corpus, f"{s3_bucket}/train", experiment_name, steps=steps, checkpoint={"every": every}
+        corpus,
+        f"{s3_bucket}/train",
+        experiment_name,
+        steps=steps,
+        checkpoint={"every": every},
+        encoder=encoder,
     )
     config = write(tmp_path / "job.yaml", fields)
     run = storage.join(f"{s3_bucket}/train", fields["name"])
@@ -103,3 +134,12 @@ def test_a_killed_job_resubmitted_resumes_from_s3(
     repeated = sorted(s for s, n in counts.items() if n > 1)
     assert not repeated or repeated[0] > committed[0], (committed, repeated)
     assert mlflow_client.get_run(result.run_id).info.status == "FINISHED"
+    tags = mlflow_client.get_run(result.run_id).data.tags
+    stored = (
+        f"{s3_bucket}/store/pretrained/test_convnext/{hashlib.sha256(hub_weights).hexdigest()}.safetensors"
+    )
+    assert tags["gleam.pretrained.uri"] == stored and storage.read_bytes(stored) == hub_weights
+    assert tags["gleam.pretrained.repo_id"] == "timm/test_convnext.r160_in1k"
+    assert (
+        mlflow_client.get_run(result.run_id).data.params["encoder.pretrained"] == stored
+    )  # the workers'"'"' file

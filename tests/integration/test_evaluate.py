@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from gleam.config import load_config
@@ -18,6 +19,7 @@ from gleam.corpus.reader import CorpusNotReady, open_corpus
 from gleam.corpus.world import WorldConfig, generate_world
 from gleam.evaluation.config import EvaluateConfig
 from gleam.evaluation.evaluate import evaluate
+from gleam.evaluation.report import metrics_table
 from gleam.evaluation.split import EmptySplitError
 from gleam.model import weights
 from gleam.model.encoder import GleamEncoder
@@ -141,6 +143,49 @@ def test_oracle_queries_that_are_their_tiles_score_100(
     assert result.gallery_size == 10 and result.query_counts == {"drone": 10}
     assert result.metrics["drone"]["R@1"] == 100.0
     assert result.metrics["drone"]["AP"] == 100.0
+
+
+def _vigor_oracle(root: Path, places: int = 6) -> Path:
+    """A same-area VIGOR city whose panorama i shows tile i + 1, its semi-positive (tile 0 for the last).
+
+    Panorama 0 shows its own positive instead (the control), so R@1 is 1/places and the hit rate 100.
+    The other two semi-positive names of each label line are absent satellites (dropped by the source).
+    """
+    city = root / "Chicago"
+    (city / "panorama").mkdir(parents=True)
+    (city / "satellite").mkdir()
+    (root / "splits" / "Chicago").mkdir(parents=True)
+    sats = [f"satellite_41.88{i}_-87.63{i}.png" for i in range(places)]
+    lines = []
+    for i, sat in enumerate(sats):
+        Image.open(io.BytesIO(_smooth_image(i, quality=95))).save(city / "satellite" / sat, format="PNG")
+        shown = 0 if i == 0 else (i + 1) % places
+        pano = f"p{i},41.88{i},-87.63{i},.jpg"  # p0 and the last show tile 0: other qualities, other bytes
+        (city / "panorama" / pano).write_bytes(_smooth_image(shown, quality=80 if i == 0 else 70))
+        semi = sats[(i + 1) % places]
+        lines.append(f"{pano} {sat} 0 0 {semi} 1 1 satellite_0_0.png 2 2 satellite_1_1.png 3 3")
+    (root / "splits/Chicago/same_area_balanced_test.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_vigor_semi_positives_flow_from_prepare_to_the_hit_rate(
+    ray_cluster, encoder_uri: str, tmp_path: Path, experiment_name: str, mlflow_client
+) -> None:
+    """Prepare keeps each panorama's semi-positives; evaluation reports the hit rate beside R@k."""
+    corpus = _prepare("vigor", str(_vigor_oracle(tmp_path / "VIGOR")), tmp_path / "prepared")
+    semi = open_corpus(corpus).read("queries", ["query_id", "semi_positives"]).to_pylist()
+    assert {r["query_id"]: r["semi_positives"] for r in semi}["vigor_pano_Chicago_p5"] == [
+        "vigor_Chicago_satellite_41.880_-87.630"
+    ]
+
+    result = evaluate(_config(corpus, encoder_uri, experiment_name, "grid_queries=0"))
+    panorama = result.metrics["panorama"]
+    assert panorama["R@1"] == pytest.approx(100 / 6) and panorama["hit_rate"] == 100.0
+    run = mlflow_client.get_run(result.run_id)
+    assert run.data.metrics["panorama.hit_rate"] == 100.0
+    console = Console(width=200, record=True)
+    console.print(metrics_table(result))
+    assert "hit rate" in console.export_text()
 
 
 def test_errors_name_what_is_missing(world_corpus: str, encoder_uri: str, tmp_path: Path) -> None:

@@ -85,7 +85,7 @@ def empty_raster_folder(root: Path) -> dict:
 
 
 CASES: list[tuple[Callable[[Path], dict], list[str]]] = [
-    (vigor_without_splits, ["is not a VIGOR root (no splits/ folder in it)", "splits/<City>/"]),
+    (vigor_without_splits, ["not a VIGOR root (no splits/ or splits__corrected/ folder", "splits/<City>/"]),
     (vigor_with_an_unknown_city, ["no city folder ['Paris'] named in cities; found ['Chicago']"]),
     (absent_vigor_root, ["absent is not a VIGOR root (it does not exist)", "<City>/panorama/"]),
     (cvact_without_its_folders, ["neither streetview/ nor satview_polish/ is in it", "<id>_grdView.jpg"]),

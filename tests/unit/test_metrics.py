@@ -132,12 +132,12 @@ def test_one_percent_rank_rounds_half_up(size: int, rank: int) -> None:
     assert one_percent_rank(size) == rank
 
 
-def _correct_at(rank: int, size: int, junk: int = 0) -> dict:
+def _correct_at(rank: int, size: int, junk: int = 0, one_percent: str = "platform") -> dict:
     """One query whose only correct item (label 0) sits at `rank` among `size` real gallery items."""
     sim = np.concatenate([np.linspace(1.0, 0.0, size), np.full(junk, 2.0)])[None, :]
     labels = np.concatenate([np.arange(1, size + 1), np.full(junk, -1)])
     labels[rank] = 0
-    return retrieval_metrics(sim, [0], labels, ks=(1,))
+    return retrieval_metrics(sim, [0], labels, ks=(1,), one_percent=one_percent)
 
 
 def test_r_at_one_percent_uses_the_rounded_rank_over_real_items() -> None:
@@ -147,6 +147,46 @@ def test_r_at_one_percent_uses_the_rounded_rank_over_real_items() -> None:
     assert _correct_at(rank=2, size=250)["R@1%"] == 100  # 2.5 -> 3 (Python's round would say 2)
     # 100 junk items do not grow the gallery: 150 real items still give rank 2, not 3.
     assert _correct_at(rank=2, size=150, junk=100)["R@1%"] == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "junk", "rank"),
+    [
+        (150, 0, 3),  # round(1.5) = 2: CMC index 2, the third item (platform: 2)
+        (250, 0, 3),  # round(2.5) = 2 (half to even), the same as the platform's half-up 3
+        (350, 0, 5),  # round(3.5) = 4 (platform: 4)
+        (40, 0, 1),  # round(0.4) = 0: CMC[0] is R@1
+        (100, 50, 3),  # junk counts in the size: 150 -> index 2 (platform, junk-free 100: 1)
+        (1000, 0, 11),  # index 10 (platform: 10)
+    ],
+)
+def test_official_one_percent_rank_is_the_scripts_cmc_index(size: int, junk: int, rank: int) -> None:
+    """University-1652's evaluate_gpu.py reads CMC[round(len(gallery_label) * 0.01)], 0-based."""
+    assert one_percent_rank(size, "official", junk=junk) == rank
+
+
+def test_unknown_one_percent_convention_is_refused() -> None:
+    with pytest.raises(ValueError, match="one_percent"):
+        one_percent_rank(100, "published")  # type: ignore[arg-type]
+
+
+def test_official_r_at_one_percent_differs_from_the_platforms_where_the_rounding_does() -> None:
+    # 150 items: the third (0-based rank 2) is a hit officially (CMC[2]), not on the platform (rank < 2)
+    assert _correct_at(rank=2, size=150, one_percent="official")["R@1%"] == 100
+    assert _correct_at(rank=2, size=150)["R@1%"] == 0
+    assert _correct_at(rank=3, size=150, one_percent="official")["R@1%"] == 0
+    # 250 items: round(2.5) = 2 keeps the official cut at rank 2, where half up would have moved it to 3
+    assert _correct_at(rank=2, size=250, one_percent="official")["R@1%"] == 100
+    assert _correct_at(rank=3, size=250, one_percent="official")["R@1%"] == 0
+    # junk grows the official gallery (100 real + 50 junk -> 150 -> index 2) but not the platform's (-> 1)
+    assert _correct_at(rank=2, size=100, junk=50, one_percent="official")["R@1%"] == 100
+    assert _correct_at(rank=1, size=100, junk=50)["R@1%"] == 0
+    # every other figure is the same whichever convention R@1% follows
+    official = _correct_at(rank=2, size=150, one_percent="official")
+    platform = _correct_at(rank=2, size=150)
+    assert {k: v for k, v in official.items() if k != "R@1%"} == {
+        k: v for k, v in platform.items() if k != "R@1%"
+    }
 
 
 def test_queries_without_match_are_skipped_and_counted() -> None:

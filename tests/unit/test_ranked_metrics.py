@@ -96,3 +96,14 @@ def test_exact_top_k_plus_one_equals_the_full_ranking(seed: int) -> None:
     )
     for name, value in full.items():
         assert everything[name] == pytest.approx(value, abs=1e-9), name
+
+
+def test_official_one_percent_counts_junk_in_the_gallery_size() -> None:
+    """150 gallery entries of which 50 junk: officially CMC[round(1.5)] = CMC[2], on the platform rank < 1."""
+    gallery = [f"t{i}" for i in range(100)] + [None] * 50
+    scores = np.array([[0.9, 0.8, 0.7, 0.6]])
+    ranked = [["t1", "t2", "t0", "t3"]]  # the positive t0 third
+    official = ranked_metrics(scores, ranked, ["t0"], gallery, ks=(1,), one_percent="official")
+    platform = ranked_metrics(scores, ranked, ["t0"], gallery, ks=(1,))
+    assert official["R@1%"] == 100.0 and platform["R@1%"] == 0.0
+    assert official["R@1"] == platform["R@1"] == 0.0

@@ -57,3 +57,35 @@ def test_exact_search_returns_gallery_ids_and_marks_empty_slots() -> None:
     assert ids[:, 3:].tolist() == [[None, None], [None, None]]
     assert np.isneginf(scores[:, 3:]).all() and (np.diff(scores[:, :3], axis=1) <= 0).all()
     assert scores[:, 0] == pytest.approx((vectors @ gallery.T).max(axis=1), abs=1e-6)
+
+
+def test_the_one_percent_convention_reaches_both_scorers() -> None:
+    """search_metrics and list_metrics hand `one_percent` on: 150 tiles, official index 2 against rank 2."""
+    gallery, gallery_ids, vectors, labels = _case(seed=2, gallery_size=150, queries=60)
+    index = flat_index(gallery)
+    sim = vectors @ gallery.T
+    for convention in ("platform", "official"):
+        expected = retrieval_metrics(sim, labels, gallery_ids, (1,), one_percent=convention)
+        dense = search_metrics(index, vectors, labels, gallery_ids, (1,), one_percent=convention)
+        search_fn = exact_search(index, gallery_ids)
+        listed = list_metrics(search_fn, vectors, labels, gallery_ids, (1,), 4, convention)
+        assert dense["R@1%"] == pytest.approx(expected["R@1%"]) == pytest.approx(listed["R@1%"])
+    official = search_metrics(index, vectors, labels, gallery_ids, (1,), one_percent="official")
+    platform = search_metrics(index, vectors, labels, gallery_ids, (1,))
+    assert official["R@1%"] > platform["R@1%"]  # a case where the two conventions differ
+
+
+def test_semi_positives_reach_both_scorers_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk gets its own queries' semi-positives: chunked hit rate equals the one dense matrix's."""
+    gallery, gallery_ids, vectors, labels = _case(seed=3)
+    semi = [[gallery_ids[(i + 1) % 40], gallery_ids[(i + 7) % 40]] for i in range(len(labels))]
+    expected = retrieval_metrics(vectors @ gallery.T, labels, gallery_ids, (1,), semi_positives=semi)
+    index = flat_index(gallery)
+    monkeypatch.setattr(search, "SIMILARITY_BUDGET", 40 * 5)  # chunks of 5 queries
+    monkeypatch.setattr(search, "RESULT_BUDGET", 3 * 4)  # chunks of 4 queries
+    dense = search_metrics(index, vectors, labels, gallery_ids, (1,), semi_positives=semi)
+    listed = list_metrics(
+        exact_search(index, gallery_ids), vectors, labels, gallery_ids, (1,), 3, "platform", semi
+    )
+    assert dense["hit_rate"] == pytest.approx(expected["hit_rate"]) == pytest.approx(listed["hit_rate"])
+    assert "hit_rate" not in search_metrics(index, vectors, labels, gallery_ids, (1,))

@@ -42,19 +42,26 @@ def root(tmp_path: Path, write_image: Callable[..., Path]) -> Path:
     return r
 
 
-def _save_act_data(path: Path, ids: list[str], train: list[int], val: list[int], cell: bool = False) -> None:
-    """A minimal ACT_data.mat in the standard structure (1-based indices into panoIds)."""
+def _save_act_data(
+    path: Path,
+    ids: list[str],
+    train: list[int],
+    val: list[int],
+    cell: bool = False,
+    utm: list[list[float]] | None = None,
+) -> None:
+    """A minimal ACT_data.mat in the standard structure (1-based indices into panoIds; utm: N x 2)."""
     import scipy.io
 
     pano_ids = np.array(ids, dtype=object) if cell else np.array(ids)
-    scipy.io.savemat(
-        path,
-        {
-            "panoIds": pano_ids,
-            "trainSet": {"trainInd": np.array(train, dtype=float).reshape(-1, 1)},
-            "valSet": {"valInd": np.array(val, dtype=float).reshape(-1, 1)},
-        },
-    )
+    content = {
+        "panoIds": pano_ids,
+        "trainSet": {"trainInd": np.array(train, dtype=float).reshape(-1, 1)},
+        "valSet": {"valInd": np.array(val, dtype=float).reshape(-1, 1)},
+    }
+    if utm is not None:
+        content["utm"] = np.array(utm, dtype=float)
+    scipy.io.savemat(path, content)
 
 
 def test_pairs_panoramas_with_tiles_by_id(root: Path, no_image_reads: None) -> None:
@@ -100,6 +107,41 @@ def test_splits_from_act_data_mat(root: Path) -> None:
         f"cvact_pano_{B}": "test",
         f"cvact_{D}": "train",
     }
+
+
+# Flinders Peak, a published MGA zone 55 pair (tests/unit/test_utm.py), and a point in Canberra
+FLINDERS_PEAK_UTM, FLINDERS_PEAK = (273741.297, 5796489.777), (-37.951033417, 144.424867889)
+CANBERRA_UTM = (693000.0, 6093000.0)
+
+
+def _places(records: list) -> dict[str, tuple[float | None, float | None]]:
+    return {r.record_id: (r.lat, r.lon) for r in records if not r.rejected}
+
+
+@pytest.mark.parametrize("northing_first", [False, True])
+def test_utm_coordinates_become_lat_lon_of_tile_and_panorama(root: Path, northing_first: bool) -> None:
+    rows = [list(FLINDERS_PEAK_UTM), list(CANBERRA_UTM), [np.nan, np.nan], [0.0, 0.0]]  # A, B, D, C
+    if northing_first:
+        rows = [row[::-1] for row in rows]
+    _save_act_data(root / "ACT_data.mat", [A, B, D, C], train=[1, 3], val=[2], utm=rows)
+    places = _places(list_records(_source(root)))
+    assert places[f"cvact_{A}"] == places[f"cvact_pano_{A}"]  # the tile is where its panorama is
+    assert places[f"cvact_{A}"] == pytest.approx(FLINDERS_PEAK, abs=1e-8)  # ~1 mm
+    lat, lon = places[f"cvact_{B}"]
+    assert -35.4 < lat < -35.2 and 149.0 < lon < 149.2  # Canberra
+    assert places[f"cvact_{D}"] == (None, None)  # a NaN row: no coordinates rather than a wrong one
+
+
+def test_without_utm_or_without_the_file_lat_lon_stay_empty(root: Path) -> None:
+    assert set(_places(list_records(_source(root))).values()) == {(None, None)}
+    _save_act_data(root / "ACT_data.mat", [A, B], train=[1], val=[2])
+    assert set(_places(list_records(_source(root))).values()) == {(None, None)}
+
+
+def test_a_utm_array_that_does_not_match_pano_ids_is_an_error(root: Path) -> None:
+    _save_act_data(root / "ACT_data.mat", [A, B, D], train=[1], val=[2], utm=[list(CANBERRA_UTM)] * 2)
+    with pytest.raises(SourceLayoutError, match=r"utm has shape \(2, 2\), expected \(3, 2\)"):
+        list_records(_source(root))
 
 
 def test_act_data_mat_next_to_the_image_folder_and_as_cell_array(root: Path) -> None:

@@ -159,6 +159,69 @@ def test_coordinates_uris_locations_and_details(root: Path) -> None:
     assert "expected 13 fields" in bad.detail
 
 
+def _tile(key: str) -> str:
+    lat, lon = SAT[key]
+    return f"vigor_Chicago_satellite_{lat}_{lon}"
+
+
+def test_semi_positives_are_the_label_lines_other_three_satellites(root: Path) -> None:
+    """Tile ids in label order; a semi-positive absent from the folder is dropped; tiles have none."""
+    records = list_records(_source(root))
+    semi = {r.record_id: r.semi_positives for r in records if r.role == "query" and not r.rejected}
+    assert semi == {
+        "vigor_pano_Chicago_pA0": (_tile("sat1"), _tile("sat2"), _tile("sat9")),
+        "vigor_pano_Chicago_pA1": (_tile("sat0"), _tile("sat2"), _tile("sat9")),
+        "vigor_pano_Chicago_pA2": (_tile("sat0"), _tile("sat1"), _tile("sat9")),
+        "vigor_pano_Chicago_pA5": (_tile("sat0"), _tile("sat2"), _tile("sat9")),
+        "vigor_pano_NewYork_pB1": (),  # a.png, b.png, c.png are not in the folder
+    }
+    assert {r.semi_positives for r in records if r.role == "tile"} == {None}
+
+
+def _write_corrected(root: Path, name: str) -> None:
+    """A corrected train file for Chicago: pA0 and pA1 only, pA0 with satX (absent) as a semi-positive."""
+    folder = root / "splits__corrected/Chicago"
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [label("pA0", "sat0", "sat1", "satX", "sat9"), label("pA1", "sat1", "sat0", "sat2", "sat9")]
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name", ["same_area_balanced_train__corrected.txt", "same_area_balanced_train.txt"])
+def test_corrected_labels_are_read_where_present_and_logged(
+    root: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _write_corrected(root, name)
+    with caplog.at_level("INFO", logger="gleam.corpus.sources.vigor"):
+        records = list_records(_source(root))
+    by_id = {r.record_id: r for r in records if r.role == "query" and not r.rejected}
+    assert by_id["vigor_pano_Chicago_pA0"].semi_positives == (_tile("sat1"), _tile("sat9"))  # corrected
+    assert by_id["vigor_pano_Chicago_pA2"].split == "test"  # the test file is still the original one
+    # the original train file's pAX, pA4 and malformed line are not read any more
+    assert not any("pAX" in r.record_id or r.record_id.endswith("_L5") for r in records)
+    chicago = next(m for m in caplog.messages if m.startswith("VIGOR Chicago"))
+    assert f"splits__corrected/Chicago/{name}" in chicago
+    assert "splits/Chicago/same_area_balanced_test.txt" in chicago
+    original = list_records(_source(root, labels="original"))
+    semi = {r.record_id: r.semi_positives for r in original if r.role == "query" and not r.rejected}
+    assert semi["vigor_pano_Chicago_pA0"] == (_tile("sat1"), _tile("sat2"), _tile("sat9"))
+
+
+def test_corrected_only_roots_and_labels_corrected(root: Path) -> None:
+    _write_corrected(root, "same_area_balanced_train__corrected.txt")
+    corrected = list_records(_source(root, labels="corrected", cities=["Chicago"]))
+    queries = {r.record_id: (r.split, r.reason) for r in corrected if r.role == "query"}
+    assert queries["vigor_pano_Chicago_pA0"] == ("train", None)
+    assert queries["vigor_pano_Chicago_pA2"] == (None, "missing_pair")  # no corrected test file
+    detail = next(r.detail for r in corrected if r.record_id == "vigor_pano_Chicago_pA2")
+    assert "splits__corrected/Chicago/same_area_balanced_test__corrected.txt" in detail
+    import shutil
+
+    shutil.rmtree(root / "splits")  # SliceMatch's instructions replace splits/ by splits__corrected/
+    assert [r.reason for r in list_records(_source(root, cities=["Chicago"])) if "pA0" in r.record_id] == [
+        None
+    ]
+
+
 def test_cross_area_splits_by_city_from_pano_label_balanced(root: Path) -> None:
     records = list_records(_source(root, mode="cross_area"))
     good = {(r.role, Path(r.source_uri).parent.parent.name, r.split) for r in records if not r.rejected}
@@ -206,7 +269,7 @@ def test_an_unusable_root_is_an_error_naming_it(tmp_path: Path, write_image) -> 
     with pytest.raises(SourceLayoutError, match=re.escape(str(tmp_path))):
         list_records(_source(tmp_path))
     write_image(tmp_path / "Chicago/satellite/satellite_1.0_2.0.png")
-    with pytest.raises(SourceLayoutError, match="no splits/ folder"):
+    with pytest.raises(SourceLayoutError, match="no splits/ or splits__corrected/ folder"):
         list_records(_source(tmp_path))
 
 

@@ -43,6 +43,12 @@ def test_mixture_weights_are_kept_and_missing_modalities_get_zero() -> None:
         ({"name": "no spaces"}, "name", "pattern"),
         ({"precision": "fp16"}, "precision", "bf16"),
         ({"optimiser": {}}, "optimiser", "Extra inputs"),
+        ({"batching": {"radius_m": 500}}, "batching", "batching.radius_m applies to GPS"),
+        ({"batching": {"mode": "similarity", "radius_m": 500}}, "batching", "batching.radius_m"),
+        ({"batching": {"mode": "gps", "mine_every_steps": 5}}, "batching", "batching.mine_every_steps"),
+        ({"batching": {"mode": "gps", "first": "gps"}}, "batching", "batching.first applies"),
+        ({"batching": {"mode": "nearest"}}, "batching.mode", "'random', 'gps' or 'similarity'"),
+        ({"batching": {"neighbours": 1}}, "batching.neighbours", "greater than or equal to 2"),
     ],
 )
 def test_bad_configs_name_the_field(change: dict, field: str, message: str) -> None:
@@ -50,6 +56,16 @@ def test_bad_configs_name_the_field(change: dict, field: str, message: str) -> N
         parse_config(TrainConfig, {**BASE, **change})
     text = str(info.value)
     assert f"  {field}:" in text and message in text, text
+
+
+def test_batching_defaults_to_random_and_names_what_gps_needs() -> None:
+    assert parse_config(TrainConfig, dict(BASE)).batching.mode == "random"
+    similar = parse_config(TrainConfig, {**BASE, "batching": {"mode": "similarity", "first": "gps"}})
+    assert similar.batching.uses_gps() and similar.batching.neighbours == 8
+    assert not parse_config(TrainConfig, {**BASE, "batching": {"mode": "similarity"}}).batching.uses_gps()
+    for batching in ({}, {"mode": "gps", "radius_m": 300}, {"mode": "similarity", "first": "gps"}):
+        config = parse_config(TrainConfig, {**BASE, "batching": batching})
+        assert TrainConfig.model_validate(config.model_dump(mode="json")) == config  # what workers get
 
 
 def test_repository_phase_configs_validate() -> None:

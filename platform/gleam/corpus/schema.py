@@ -1,6 +1,8 @@
 """Arrow schemas and enums of the prepared corpus: the single source of truth (architecture.md, "Layers").
 
 Every stage reads and writes through these definitions, so a column added here is added everywhere.
+A column added later is optional (nullable) and readers check for it, so a corpus prepared before it
+still loads: `semi_positives` (VIGOR) is one.
 """
 
 from __future__ import annotations
@@ -78,6 +80,11 @@ class RejectReason(str, Enum):
     NO_DATA = "no_data"  # a raster window that is all nodata (or all zero): nothing to see
 
 
+# Tiles that also show a query's place without being its positive (VIGOR's three semi-positive satellites
+# per panorama): a top-1 among them is a hit for VIGOR's hit rate. Null where the source has no such notion.
+SEMI_POSITIVES = "semi_positives"
+SEMI_POSITIVES_FIELD = pa.field(SEMI_POSITIVES, pa.list_(pa.string()))
+
 TILES_SCHEMA = pa.schema(
     [
         pa.field("tile_id", pa.string(), nullable=False),
@@ -109,6 +116,7 @@ QUERIES_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
+        SEMI_POSITIVES_FIELD,
     ]
 )
 
@@ -139,6 +147,7 @@ LISTING_SCHEMA = pa.schema(
         pa.field("source_uri", pa.string(), nullable=False),
         pa.field("reason", pa.string()),
         pa.field("detail", pa.string()),
+        SEMI_POSITIVES_FIELD,
     ]
 )
 

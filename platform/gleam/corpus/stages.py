@@ -147,6 +147,8 @@ def route_batch(
             else:
                 row["query_id"] = row["record_id"]
                 row["tile_id"] = tile_remap.get(row["tile_id"], row["tile_id"])
+                if row.get("semi_positives"):  # a dropped duplicate tile is known by the kept copy's id
+                    row["semi_positives"] = [tile_remap.get(t, t) for t in row["semi_positives"]]
             rows.append(row)
     schema = OUTPUT_SCHEMAS[output]
     return pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)

@@ -10,6 +10,7 @@ from gleam import storage
 from gleam.config import NAME_PATTERN, StrictModel, TrackingConfig
 from gleam.corpus.schema import Modality
 from gleam.model.embedding import Precision
+from gleam.retrieval.metrics import OnePercent
 
 
 class EvaluateConfig(StrictModel):
@@ -24,6 +25,13 @@ class EvaluateConfig(StrictModel):
         "auto", description="gleam.model.embedding's policy (auto: bf16/fp16 on GPU, fp32 on CPU), as served"
     )
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10], min_length=1, description="ranks for R@k")
+    one_percent: OnePercent = Field(
+        "platform",
+        description=(
+            "R@1% convention: platform (1% of the junk-free gallery, half up) or official (University-1652's "
+            "evaluate_gpu.py: CMC[round(0.01 * gallery incl. junk)], a 0-based index)"
+        ),
+    )
     grid_queries: int = Field(8, ge=0, le=64, description="queries per modality in the retrieval grid PNG")
     index: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
         None, description="search through this published index (its whole gallery), next to exact search"

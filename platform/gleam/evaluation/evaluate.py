@@ -4,7 +4,8 @@ Gallery and queries are the split's (`gleam.evaluation.split`), embedded on the 
 shares (`gleam.model.embedding`, the config's `precision`). Tiles go into a FAISS `IndexFlatIP` over unit
 vectors (exact cosine search, the same kind of search the served index is validated against) and the
 metrics come from that search (`gleam.retrieval.search.search_metrics`: University-1652 convention,
-pessimistic ties, chunked so memory stays bounded for large galleries).
+pessimistic ties, chunked so memory stays bounded for large galleries), with VIGOR's hit rate beside
+R@k for queries that have semi-positive tiles.
 
 Images are streamed from Parquet in batches and only ids and vectors are kept, so a large test split
 does not have to fit in memory as JPEG bytes; the few images of the retrieval grid are read back by id.
@@ -31,6 +32,7 @@ from gleam.evaluation.split import (
     requested_modalities,
     split_gallery,
     split_queries,
+    split_semi_positives,
 )
 from gleam.model import weights
 from gleam.retrieval.search import exact_search, flat_index, search_metrics
@@ -68,8 +70,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             queries = split_queries(
                 corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
             )
+            semi = split_semi_positives(corpus, config.split, modality, queries.ids)
             metrics[modality.value] = search_metrics(
-                index, queries.vectors, queries.labels, gallery.ids, config.ks
+                index, queries.vectors, queries.labels, gallery.ids, config.ks, config.one_percent, semi
             )
             counts[modality.value] = len(queries.ids)
             log_modality(run, modality.value, metrics[modality.value])
@@ -82,11 +85,19 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             {
                 "split": config.split,
                 "gallery_size": len(gallery.ids),
+                "one_percent": config.one_percent,
                 "metrics": metrics,
                 "spread": spread.to_dict(),
             },
             "metrics.json",
         )
     return EvaluationResult(
-        metrics, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint, spread=spread
+        metrics,
+        len(gallery.ids),
+        counts,
+        run.run_id,
+        config.split,
+        info.fingerprint,
+        spread=spread,
+        one_percent=config.one_percent,
     )

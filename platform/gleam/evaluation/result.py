@@ -39,6 +39,7 @@ class EvaluationResult:
     encoder_fingerprint: str
     index: IndexComparison | None = field(default=None)
     spread: Spread | None = field(default=None)  # of the gallery's tile embeddings
+    one_percent: str = "platform"  # R@1%'s convention (gleam.retrieval.metrics.one_percent_rank)
 
     @property
     def chance_r1(self) -> float:

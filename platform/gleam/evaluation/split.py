@@ -4,6 +4,9 @@ Gallery = every satellite tile of the split (distractors included); queries = th
 modality, labelled by the tile_id of their positive. Embedding goes through `gleam.model.embedding` and
 search through `gleam.retrieval.search`, so this module sits above both and below every job: training
 imports it without importing the evaluation job, and the job without importing training.
+
+`split_semi_positives` reads the queries' semi-positive tiles (VIGOR) for the hit rate; a corpus without
+them, or prepared before the column existed, has none, and its evaluation reports no hit rate.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from gleam.corpus.reader import PreparedCorpus
-from gleam.corpus.schema import Modality
+from gleam.corpus.schema import SEMI_POSITIVES, Modality
 from gleam.errors import RefusedError
 from gleam.model.embedding import Embedded, embed_corpus
 from gleam.model.encoder import GleamEncoder
@@ -87,6 +90,20 @@ def split_queries(
     if not queries.ids:
         raise EmptySplitError(f"split {split!r} of {corpus.uri} has no {modality.value} queries")
     return queries
+
+
+def split_semi_positives(
+    corpus: PreparedCorpus, split: str, modality: Modality, query_ids: Sequence[str]
+) -> list[list[str]] | None:
+    """Each query's semi-positive tile ids, in `query_ids` order; None when no query has any."""
+    if SEMI_POSITIVES not in corpus.dataset("queries").schema.names:
+        return None  # prepared before the column existed
+    where = split_filter(split) & (pc.field("modality") == modality.value)
+    table = corpus.read("queries", ["query_id", SEMI_POSITIVES], filter=where)
+    by_id = dict(zip(table["query_id"].to_pylist(), table[SEMI_POSITIVES].to_pylist(), strict=True))
+    if not any(by_id.values()):
+        return None
+    return [by_id.get(query_id) or [] for query_id in query_ids]
 
 
 def gallery_spread(vectors: np.ndarray) -> Spread:

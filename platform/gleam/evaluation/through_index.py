@@ -30,12 +30,12 @@ from gleam.evaluation.config import EvaluateConfig
 from gleam.evaluation.grid import GRID_TOP_K, search_grid
 from gleam.evaluation.metric_log import log_modality
 from gleam.evaluation.result import EvaluationResult, IndexComparison
-from gleam.evaluation.split import EmptySplitError, gallery_spread, split_queries
+from gleam.evaluation.split import EmptySplitError, gallery_spread, split_queries, split_semi_positives
 from gleam.index.catalog import IndexChecksumError, OpenedIndex, open_index
 from gleam.index.layout import IndexLocation
 from gleam.index.publish import read_embeddings
 from gleam.model.embedding import Embedded
-from gleam.retrieval.metrics import COUNT_NAMES, one_percent_rank
+from gleam.retrieval.metrics import COUNT_NAMES, OnePercent, one_percent_rank
 from gleam.retrieval.search import exact_search, flat_index, list_metrics
 from gleam.tracking import JobRun
 
@@ -51,9 +51,11 @@ def tags(opened: OpenedIndex) -> dict[str, str]:
     return {"gleam.index": opened.name, "gleam.index.version": opened.version}
 
 
-def search_depth(gallery_size: int, ks: Sequence[int], depth: int) -> int:
+def search_depth(
+    gallery_size: int, ks: Sequence[int], depth: int, one_percent: OnePercent = "platform"
+) -> int:
     """Results per query: one past the deepest rank a metric needs, at most the whole gallery."""
-    return min(gallery_size, max(*ks, one_percent_rank(gallery_size), depth) + 1)
+    return min(gallery_size, max(*ks, one_percent_rank(gallery_size, one_percent), depth) + 1)
 
 
 def index_gallery(store: str, opened: OpenedIndex) -> Embedded:
@@ -92,7 +94,7 @@ def evaluate_through(
 ) -> EvaluationResult:
     """Per modality: metrics through `opened`, exact over its vectors, and the gap; logged to `run`."""
     gallery = index_gallery(config.store, opened)
-    depth = search_depth(len(gallery.ids), config.ks, config.index_depth)
+    depth = search_depth(len(gallery.ids), config.ks, config.index_depth, config.one_percent)
     exact = exact_search(flat_index(gallery.vectors), gallery.ids)
     # "index.*", not the config's own `index_version` param (None when CURRENT was meant)
     run.log_params(
@@ -117,8 +119,16 @@ def evaluate_through(
             corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
         )
         name = modality.value
+        semi = split_semi_positives(corpus, config.split, modality, queries.ids)
         found[name] = list_metrics(
-            opened.search, queries.vectors, queries.labels, gallery.ids, config.ks, depth
+            opened.search,
+            queries.vectors,
+            queries.labels,
+            gallery.ids,
+            config.ks,
+            depth,
+            config.one_percent,
+            semi,
         )
         if not found[name]["queries"]:
             raise EmptySplitError(
@@ -126,7 +136,7 @@ def evaluate_through(
                 f"{name} queries of split {config.split!r} (built from {opened.meta.get('corpus')})"
             )
         exact_metrics[name] = list_metrics(
-            exact, queries.vectors, queries.labels, gallery.ids, config.ks, depth
+            exact, queries.vectors, queries.labels, gallery.ids, config.ks, depth, config.one_percent, semi
         )
         gaps[name] = gap(found[name], exact_metrics[name])
         counts[name] = len(queries.ids)
@@ -152,11 +162,20 @@ def evaluate_through(
             "gallery_size": len(gallery.ids),
             "index": {"name": opened.name, "version": opened.version, "key": comparison.index_key},
             "depth": depth,
+            "one_percent": config.one_percent,
             "metrics": {"index": found, "exact": exact_metrics, "gap": gaps},
             "spread": spread.to_dict(),
         },
         "metrics.json",
     )
     return EvaluationResult(
-        found, len(gallery.ids), counts, run.run_id, config.split, info.fingerprint, comparison, spread
+        found,
+        len(gallery.ids),
+        counts,
+        run.run_id,
+        config.split,
+        info.fingerprint,
+        comparison,
+        spread,
+        one_percent=config.one_percent,
     )

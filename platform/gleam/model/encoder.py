@@ -13,17 +13,23 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gleam import storage
 from gleam.corpus.schema import Modality
-from gleam.errors import RefusedError
-from gleam.model.spec import HF_CACHE, EncoderSpec, as_modality
+from gleam.errors import RefusedError, StorageError
+from gleam.model.spec import HF_CACHE, HUB, EncoderSpec, as_modality
+from gleam.uris import is_s3
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +40,11 @@ WEIGHT_FILES = (
     "pytorch_model.bin",
     "open_clip_pytorch_model.bin",
 )
+# timm's own preference: a safetensors twin of a pickled checkpoint is read instead of it
+SAFE_TWINS = {
+    "pytorch_model.bin": "model.safetensors",
+    "open_clip_pytorch_model.bin": "open_clip_model.safetensors",
+}
 
 
 class PretrainedWeightsError(RefusedError, RuntimeError):
@@ -136,18 +147,20 @@ def build_backbone(spec: EncoderSpec) -> nn.Module:
 _FIX_FIT = "pick weights made for this backbone, or set encoder.pretrained to null (random weights)"
 
 
-# --- pretrained backbone weights: a local file or the local Hugging Face cache, never the network ------
+# --- pretrained backbone weights: a file (local or in the store) or the local Hugging Face cache ----------
+# (`hub` never reaches this code: the train driver fetches it into the store first, see hub_weights)
 
 
 def load_pretrained_into(backbone: nn.Module, name: str, source: str) -> None:
-    """Load `source` (a file, a folder, or 'hf-cache') into a timm backbone, strictly.
+    """Load `source` (a local file or folder, an s3:// file, or 'hf-cache') into a timm backbone, strictly.
 
     timm's own checkpoint filter of the model family is applied (ViT position embeddings are resampled
     to our input grid, original-repo layouts are remapped); classifier weights are dropped. Any other
     missing or unexpected key is an error: a silently half-loaded backbone trains, badly.
     """
-    path = pretrained_weights_path(name, source)
-    state = read_state_dict(path)
+    with local_weights(name, source) as local:
+        state = read_state_dict(local)
+    path = source if is_s3(source) else local  # what the messages name: the user's location
     try:
         state = _adapt_state_dict(backbone, state)
     except (KeyError, ValueError, RuntimeError) as exc:  # timm's filter met a layout it does not know
@@ -164,12 +177,57 @@ def load_pretrained_into(backbone: nn.Module, name: str, source: str) -> None:
     logger.info("loaded pretrained weights for %s from %s", name, path)
 
 
-def pretrained_weights_path(name: str, source: str) -> Path:
-    """The file that `source` names for backbone `name`; raises PretrainedWeightsError saying what to fix.
+def check_pretrained(name: str, source: str) -> None:
+    """Raise PretrainedWeightsError now if `source` names no weights for backbone `name`.
 
     Called on the driver before any worker starts, so a wrong path is one clear line, not a worker crash.
     """
+    if is_s3(source):
+        try:
+            found = storage.is_file(source)
+        except OSError as exc:  # the store did not answer: not the user's path
+            raise StorageError(f"cannot check pretrained weights {source}: {exc}") from exc
+        if not found:
+            raise PretrainedWeightsError(_not_found(source))
+    else:
+        pretrained_weights_path(name, source)
+
+
+def pretrained_weights_path(name: str, source: str) -> Path:
+    """The local file that `source` names for backbone `name`; raises PretrainedWeightsError saying what
+    to fix."""
+    if source == HUB:
+        raise PretrainedWeightsError(
+            f"encoder.pretrained {HUB!r} is fetched by the train driver (gleam train) into the store; "
+            f"elsewhere set it to a weights file or folder, {HF_CACHE!r} (the local HF cache) or null"
+        )
     return hf_cached_weights(name) if source == HF_CACHE else weights_file(source)
+
+
+@contextmanager
+def local_weights(name: str, source: str) -> Iterator[Path]:
+    """A local file with the weights `source` names: the file itself, or a temporary copy of an s3:// one
+    (streamed to disk, not held in memory: several workers of a node may load a large backbone at once)."""
+    if not is_s3(source):
+        yield pretrained_weights_path(name, source)
+        return
+    with tempfile.TemporaryDirectory(prefix="gleam-pretrained-") as tmp:
+        local = Path(tmp, storage.basename(source))
+        try:
+            with storage.open_input(source) as remote, open(local, "wb") as out:
+                shutil.copyfileobj(remote, out, 1 << 24)
+        except FileNotFoundError:
+            raise PretrainedWeightsError(_not_found(source)) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read pretrained weights {source}: {exc}") from exc
+        yield local
+
+
+def _not_found(location: object) -> str:
+    return (
+        f"pretrained weights not found: {location}; set encoder.pretrained to a weights file or folder, "
+        f"{HF_CACHE!r} (the local Hugging Face cache), {HUB!r} (the Hugging Face Hub) or null"
+    )
 
 
 def weights_file(source: str | os.PathLike[str]) -> Path:
@@ -184,10 +242,7 @@ def weights_file(source: str | os.PathLike[str]) -> Path:
             "encoder.pretrained at the file"
         )
     if not path.is_file():
-        raise PretrainedWeightsError(
-            f"pretrained weights not found: {path}; set encoder.pretrained to a weights file or folder, "
-            f"{HF_CACHE!r} (the local Hugging Face cache) or null"
-        )
+        raise PretrainedWeightsError(_not_found(path))
     return path
 
 
@@ -201,26 +256,47 @@ def hf_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def hf_cached_weights(name: str) -> Path:
-    """The cached file of timm's Hugging Face weights for `name`; nothing is ever downloaded."""
-    from huggingface_hub import try_to_load_from_cache
+@dataclass(frozen=True)
+class HubSource:
+    """Where timm's pretrained config says a backbone's weights live on the Hugging Face Hub."""
+
+    repo_id: str
+    revision: str | None  # None: the repo's default branch
+    filenames: tuple[str, ...]  # best first
+
+
+def hub_source(name: str) -> HubSource:
+    """The Hub repo and candidate files of timm's default weights for `name` (`model.tag` picks a tag)."""
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name)
+    try:
+        cfg = get_pretrained_cfg(name)
+    except Exception:  # timm raises for some malformed names; the backbone check reports those
+        cfg = None
     if cfg is None or not cfg.hf_hub_id:
         raise PretrainedWeightsError(
             f"timm knows no Hugging Face weights for {name!r}: set encoder.pretrained to a file or null"
         )
     repo, _, revision = cfg.hf_hub_id.partition("@")
-    filenames = [cfg.hf_hub_filename] if cfg.hf_hub_filename else list(WEIGHT_FILES)
+    named = cfg.hf_hub_filename
+    filenames = (*([SAFE_TWINS[named]] if named in SAFE_TWINS else []), named) if named else WEIGHT_FILES
+    return HubSource(repo, revision or None, tuple(filenames))
+
+
+def hf_cached_weights(name: str) -> Path:
+    """The cached file of timm's Hugging Face weights for `name`; nothing is ever downloaded."""
+    from huggingface_hub import try_to_load_from_cache
+
+    source = hub_source(name)
     cache = hf_cache_dir()
-    for filename in filenames:
-        found = try_to_load_from_cache(repo, filename, cache_dir=cache, revision=revision or None)
+    for filename in source.filenames:
+        found = try_to_load_from_cache(source.repo_id, filename, cache_dir=cache, revision=source.revision)
         if isinstance(found, str) and os.path.isfile(found):
             return Path(found)
     raise PretrainedWeightsError(
-        f"weights of {name} ({repo}) are not in the local Hugging Face cache {cache}; fetch them on a "
-        f"machine with network (`hf download {repo}`) and copy the cache, or set pretrained to a file"
+        f"weights of {name} ({source.repo_id}) are not in the local Hugging Face cache {cache}; fetch them "
+        f"on a machine with network (`hf download {source.repo_id}`) and copy the cache, set pretrained "
+        f"to a file, or to {HUB!r} (fetched from the Hub by the train driver)"
     )
 
 

@@ -15,6 +15,8 @@ from gleam.config import StrictModel
 from gleam.corpus.schema import Modality
 
 HF_CACHE = "hf-cache"
+HUB = "hub"  # fetched by the train driver into the store (gleam.model.hub_weights), never by a worker
+PRETRAINED_KEYWORDS = frozenset({HF_CACHE, HUB})  # `pretrained` values that are not paths
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -36,8 +38,10 @@ class EncoderSpec(StrictModel):
     backbone: str = Field("convnext_base.fb_in22k_ft_in1k_384", min_length=1, description="timm model name")
     pretrained: str | None = Field(
         None,
-        description="None (random init), a local weights file or folder (safetensors or a timm/HF "
-        "checkpoint), or 'hf-cache' (the timm weights from the local Hugging Face cache, never the network)",
+        description="None (random init), a weights file or folder (safetensors or a timm/HF checkpoint; "
+        "a local path, or an s3:// file), 'hf-cache' (the timm weights from the local Hugging Face cache, "
+        "never the network) or 'hub' (the timm weights from the Hugging Face Hub, fetched once per train "
+        "job by the driver into the store)",
     )
     embed_dim: int | None = Field(None, ge=1, description="None: the backbone's features; else a projection")
     image_sizes: dict[Modality, tuple[int, int]] = Field(
@@ -53,7 +57,7 @@ class EncoderSpec(StrictModel):
     @classmethod
     def _pretrained(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
-            raise ValueError("pretrained must be null, a path or 'hf-cache'")
+            raise ValueError(f"pretrained must be null, a path, {HF_CACHE!r} or {HUB!r}")
         return value
 
     @field_validator("image_sizes")

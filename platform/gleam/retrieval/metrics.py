@@ -8,7 +8,8 @@ For each query the gallery is ranked by descending similarity and:
   AP = mean_i (old_precision_i + precision_i) / 2 (the trapezoid rule).
 - Gallery items labelled -1 are junk: removed before ranking (they take no rank).
 - R@1% is recall at rank max(1, floor(G / 100 + 0.5)) with G the number of non-junk gallery items
-  (half rounds up: 250 -> 3, where Python's round(2.5) would give 2).
+  (half rounds up: 250 -> 3, where Python's round(2.5) would give 2): `one_percent="platform"`, the
+  default and the figure of every platform table.
 - Ties are pessimistic: a correct item tied in similarity with an incorrect one ranks after it, so a
   score cannot be gamed by gallery order (a constant similarity gives the worst ranks, not the best).
 - Queries without any correct gallery item are skipped, counted in `queries_without_match`, and left
@@ -16,10 +17,19 @@ For each query the gallery is ranked by descending similarity and:
 
 Two deliberate departures from University-1652's `evaluate_gpu.py` script, which divides by *all*
 queries (so skipped ones count as zeros) and reports `CMC[round(len(gallery) * 0.01)]`, a 0-based
-index, i.e. recall at rank round(1%) + 1 with junk counted in the gallery size.
+index, i.e. recall at rank round(1%) + 1 with junk counted in the gallery size. The second is
+available as `one_percent="official"` (same rounding, same index, junk counted), so a figure can be
+set beside published tables on their definition; the first is not (a query without a positive in the
+gallery says nothing about the encoder).
 
 Labels are integers; any other labels (e.g. strings) are mapped to integers through one vocabulary
 shared by queries and gallery, with None as junk.
+
+VIGOR's hit rate (`semi_positives`, one list of gallery labels per query: the tiles that also show the
+query's place) is the share of evaluated queries whose top-1 is the positive or one of its
+semi-positives, ties pessimistic as for R@1 (a hit needs the best accepted item to beat every other
+item), so hit rate >= R@1. It is added as `hit_rate` only when semi-positives are given: a corpus without
+them has no hit rate, rather than a misleading 0 or a copy of R@1.
 
 `ranked_metrics` computes the same figures from what a top-D search returned (an approximate index
 never yields a full similarity matrix). The list is the ranking and everything it did not return comes
@@ -33,7 +43,7 @@ for every k <= K, and AP up to the contributions of positives past the list (at 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,6 +54,13 @@ COUNT_NAMES = ("queries", "queries_without_match", "beyond_depth")
 # more than sorting the row once.
 _MAX_GOOD_FOR_COUNTING = 16
 _CHUNK_ELEMENTS = 1 << 23
+# per query, the gallery labels that also show its place (VIGOR's semi-positives); None: none
+SemiPositives = Sequence[Sequence[Any] | None]
+_NO_MATCH = -2  # a label code no gallery item has
+HIT_RATE = "hit_rate"
+# R@1% conventions: "platform" (1% of the junk-free gallery, half up) or "official" (University-1652's script)
+OnePercent = Literal["platform", "official"]
+ONE_PERCENT_CONVENTIONS: tuple[str, ...] = ("platform", "official")
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -56,23 +73,65 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _encode_labels(query_labels: Any, gallery_labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Integer labels for both sides; non-integer labels go through one shared vocabulary."""
+def _encode_labels(
+    query_labels: Any, gallery_labels: Any, semi_positives: SemiPositives | None = None
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]:
+    """Integer labels for both sides (and each query's semi-positives); non-integer labels go through one
+    shared vocabulary, where a semi-positive the gallery does not hold gets a code nothing matches."""
     q, g = _to_numpy(query_labels).reshape(-1), _to_numpy(gallery_labels).reshape(-1)
+    if semi_positives is not None and len(semi_positives) != q.size:
+        raise ValueError(f"{len(semi_positives)} semi-positive lists for {q.size} queries")
     if np.issubdtype(q.dtype, np.integer) and np.issubdtype(g.dtype, np.integer):
-        return q.astype(np.int64), g.astype(np.int64)
+        semi = None
+        if semi_positives is not None:
+            semi = [np.asarray(list(s or ()), dtype=np.int64) for s in semi_positives]
+        return q.astype(np.int64), g.astype(np.int64), semi
     vocab: dict[Any, int] = {}
 
     def encode(values: np.ndarray) -> np.ndarray:
         codes = [JUNK if v is None else vocab.setdefault(v, len(vocab)) for v in values.tolist()]
         return np.asarray(codes, dtype=np.int64)
 
-    return encode(q), encode(g)
+    q_codes, g_codes = encode(q), encode(g)
+    return q_codes, g_codes, _encode_semi(semi_positives, vocab)
 
 
-def one_percent_rank(gallery_size: int) -> int:
-    """The rank for R@1%: 1% of the gallery rounded half up, at least 1 (exact integer arithmetic)."""
-    return max(1, (gallery_size + 50) // 100)
+def _encode_semi(semi_positives: SemiPositives | None, vocab: dict[Any, int]) -> list[np.ndarray] | None:
+    """Each query's semi-positives as gallery codes; unknown ones (and junk) get a code nothing matches."""
+    if semi_positives is None:
+        return None
+    return [np.asarray([vocab.get(v, _NO_MATCH) for v in s or ()], dtype=np.int64) for s in semi_positives]
+
+
+def _top1_hits(sim: np.ndarray, accepted: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """Per row: the best accepted similarity beats every other one (ties go against the query)."""
+    best_ok = np.where(accepted, sim, -np.inf).max(axis=1, initial=-np.inf)
+    best_other = np.where(others, sim, -np.inf).max(axis=1, initial=-np.inf)
+    return np.isfinite(best_ok) & (best_ok > best_other)
+
+
+def _in_rows(codes: np.ndarray, per_row: Sequence[np.ndarray]) -> np.ndarray:
+    """mask[i, j]: codes[i, j] is one of row i's codes (semi-positives), junk never."""
+    if not len(per_row):
+        return np.zeros(codes.shape, dtype=bool)
+    mask = np.stack([np.isin(row, wanted) for row, wanted in zip(codes, per_row, strict=True)])
+    return mask & (codes != JUNK)
+
+
+def one_percent_rank(gallery_size: int, one_percent: OnePercent = "platform", junk: int = 0) -> int:
+    """The R@1% cutoff k: a query is a hit when its first positive's 0-based rank is below k.
+
+    `gallery_size` counts the non-junk gallery items, `junk` the junk ones (removed from the ranking).
+    platform: 1% of the non-junk gallery rounded half up, at least 1 (exact integer arithmetic).
+    official: University-1652's `CMC[round(len(gallery_label) * 0.01)]`, a 0-based index into the
+    junk-free ranking (so k is one more) with junk counted in the size and Python's round (half to even,
+    on the script's own float product): 150 -> index 2 (k 3), 250 -> index 2 (k 3), 350 -> index 4.
+    """
+    if one_percent == "platform":
+        return max(1, (gallery_size + 50) // 100)
+    if one_percent == "official":
+        return round((gallery_size + junk) * 0.01) + 1
+    raise ValueError(f"one_percent must be one of {ONE_PERCENT_CONVENTIONS}, got {one_percent!r}")
 
 
 def _ranks_of_correct(sim: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,23 +193,28 @@ def retrieval_metrics(
     gallery_labels: Any,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int | None = None,
+    one_percent: OnePercent = "platform",
+    semi_positives: SemiPositives | None = None,
 ) -> dict[str, float | int]:
     """R@k for each k, R@1%, AP (percentages) plus `queries` and `queries_without_match`.
 
     `similarity` is (Q, G), higher is better; finite values only. `chunk_size` queries are ranked at
-    a time (default: about 8M similarities per chunk) to bound memory for large Q x G.
+    a time (default: about 8M similarities per chunk) to bound memory for large Q x G. `one_percent`
+    picks R@1%'s convention (`one_percent_rank`). With `semi_positives` (one list per query), adds
+    `hit_rate`.
     """
     sim = _to_numpy(similarity)
-    q_labels, g_labels = _encode_labels(query_labels, gallery_labels)
+    q_labels, g_labels, semi = _encode_labels(query_labels, gallery_labels, semi_positives)
     _check_inputs(sim, q_labels, g_labels, ks)
     if not np.issubdtype(sim.dtype, np.floating):
         sim = sim.astype(np.float64)
     keep = np.flatnonzero(g_labels != JUNK)
     junk_free = keep.size == g_labels.size
+    one_percent_k = one_percent_rank(keep.size, one_percent, junk=g_labels.size - keep.size)
     g_labels = g_labels[keep]
-    cutoffs = {f"R@{int(k)}": int(k) for k in ks} | {"R@1%": one_percent_rank(keep.size)}
+    cutoffs = {f"R@{int(k)}": int(k) for k in ks} | {"R@1%": one_percent_k}
     chunk = chunk_size or max(1, _CHUNK_ELEMENTS // max(keep.size, 1))
-    hits = dict.fromkeys(cutoffs, 0)
+    hits = dict.fromkeys([*cutoffs, *([HIT_RATE] if semi is not None else [])], 0)
     ap_sum, evaluated = 0.0, 0
     for start in range(0, sim.shape[0], chunk):
         block = sim[start : start + chunk]
@@ -167,6 +231,10 @@ def retrieval_metrics(
         for name, k in cutoffs.items():
             hits[name] += int((first < k).sum())
         ap_sum += float(_average_precision(ranks[matched], valid[matched]).sum())
+        if semi is not None:
+            gallery = np.broadcast_to(g_labels, block.shape)
+            accepted = correct | _in_rows(gallery, semi[start : start + chunk])
+            hits[HIT_RATE] += int(_top1_hits(block, accepted, ~accepted)[matched].sum())
     return _summarise(hits, ap_sum, evaluated, sim.shape[0])
 
 
@@ -186,13 +254,17 @@ def ranked_metrics(
     query_labels: Sequence[Any],
     gallery_labels: Sequence[Any],
     ks: Sequence[int] = (1, 5, 10),
+    one_percent: OnePercent = "platform",
+    semi_positives: SemiPositives | None = None,
 ) -> dict[str, float | int]:
     """R@k, R@1%, AP (percentages) and counts from each query's top-D list, as `retrieval_metrics` names them.
 
     `scores` and `ranked_labels` are (Q, D), best first, as a search returned them; an empty slot (the
     index found fewer than D) has label None. `gallery_labels` are the labels of everything searched
     (None: junk): they set the gallery size for R@1% and how many positives each query has, which AP is
-    averaged over. Adds `beyond_depth`: evaluated queries whose first positive is not in the list.
+    averaged over. Adds `beyond_depth`: evaluated queries whose first positive is not in the list, and
+    with `semi_positives` `hit_rate` (a positive or semi-positive tied with the end of a cut list is not
+    a top-1 it can claim).
     """
     sim = _to_numpy(scores)
     labels = np.asarray(ranked_labels, dtype=object)
@@ -223,8 +295,16 @@ def ranked_metrics(
     matched = n_positives > 0
     found = valid[:, 0] & matched if valid.shape[1] else np.zeros_like(matched)
     first = ranks[:, 0] if valid.shape[1] else np.zeros(len(q), dtype=np.int64)
-    cutoffs = {f"R@{int(k)}": int(k) for k in ks} | {"R@1%": one_percent_rank(size)}
+    one_percent_k = one_percent_rank(size, one_percent, junk=len(gallery) - size)
+    cutoffs = {f"R@{int(k)}": int(k) for k in ks} | {"R@1%": one_percent_k}
     hits = {name: int((found & (first < k)).sum()) for name, k in cutoffs.items()}
+    if semi_positives is not None:
+        if len(semi_positives) != len(q):
+            raise ValueError(f"{len(semi_positives)} semi-positive lists for {len(q)} queries")
+        accepted = correct | (filled & _in_rows(codes, _encode_semi(semi_positives, vocab) or []))
+        unsure = cut[:, None] & (sim <= last[:, None])  # might tie with what the list left out
+        top1 = _top1_hits(sim, accepted & ~unsure, filled & ~accepted)
+        hits[HIT_RATE] = int((top1 & matched).sum())
     ap = _average_precision(ranks, valid, n_positives)[matched].sum() if valid.shape[1] else 0.0
     result = _summarise(hits, float(ap), int(matched.sum()), len(q))
     result["beyond_depth"] = int((matched & ~found).sum())

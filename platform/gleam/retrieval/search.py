@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gleam.retrieval.metrics import COUNT_NAMES, ranked_metrics, retrieval_metrics
+from gleam.retrieval.metrics import COUNT_NAMES, OnePercent, SemiPositives, ranked_metrics, retrieval_metrics
 
 # vectors, k -> (scores (Q, k), gallery ids (Q, k) object with None in empty slots), best first
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
@@ -65,13 +65,17 @@ def search_metrics(
     labels: Sequence[str],
     gallery_ids: Sequence[str],
     ks: Sequence[int],
+    one_percent: OnePercent = "platform",
+    semi_positives: SemiPositives | None = None,
 ) -> dict[str, float]:
     """`retrieval_metrics` of queries (`vectors`, positive `labels`) against a flat index, in chunks."""
     chunk = max(1, SIMILARITY_BUDGET // max(index.ntotal, 1))
     parts = []
     for start in range(0, len(labels), chunk):
         sim = similarity_block(index, vectors[start : start + chunk])
-        parts.append(retrieval_metrics(sim, list(labels[start : start + chunk]), list(gallery_ids), ks))
+        chunk_labels = list(labels[start : start + chunk])
+        semi = None if semi_positives is None else semi_positives[start : start + chunk]
+        parts.append(retrieval_metrics(sim, chunk_labels, list(gallery_ids), ks, None, one_percent, semi))
     return combine(parts)
 
 
@@ -82,13 +86,17 @@ def list_metrics(
     gallery_labels: Sequence[str],
     ks: Sequence[int],
     depth: int,
+    one_percent: OnePercent = "platform",
+    semi_positives: SemiPositives | None = None,
 ) -> dict[str, float]:
     """`ranked_metrics` over the top-`depth` lists `search` returns, in chunks of queries."""
     chunk = max(1, RESULT_BUDGET // depth)
     parts = []
     for start in range(0, len(labels), chunk):
         scores, ranked = search(vectors[start : start + chunk], depth)
-        parts.append(ranked_metrics(scores, ranked, list(labels[start : start + chunk]), gallery_labels, ks))
+        chunk_labels = list(labels[start : start + chunk])
+        semi = None if semi_positives is None else semi_positives[start : start + chunk]
+        parts.append(ranked_metrics(scores, ranked, chunk_labels, gallery_labels, ks, one_percent, semi))
     return combine(parts)
 
 

@@ -51,6 +51,51 @@ class RegisterSection(StrictModel):
     champion: bool = Field(False, description="also move the `champion` alias to the new version")
 
 
+class BatchingConfig(StrictModel):
+    """How the pairs of a step are chosen (docs/training.md, "Batch composition").
+
+    `random` is the seeded shuffle of every modality's shard. `gps` and `similarity` compose each global
+    batch from neighbourhoods of places (Sample4Geo's hard negatives): an anchor place, then up to
+    `neighbours - 1` of its neighbours, so the contrastive loss must tell near places apart.
+    """
+
+    mode: Literal["random", "gps", "similarity"] = Field(
+        "random", description="random (seeded shuffle) | gps (nearest places) | similarity (mined)"
+    )
+    neighbours: int = Field(
+        8, ge=2, description="gps/similarity: places of one neighbourhood in a global batch (anchor included)"
+    )
+    candidates: int = Field(
+        16, ge=1, description="neighbours are drawn from each place's `candidates` nearest / most similar"
+    )
+    radius_m: float | None = Field(
+        None, gt=0, description="gps: only places within this distance (metres); null: the nearest ones"
+    )
+    mine_every_steps: int | None = Field(
+        None, ge=1, description="similarity: re-mine after this many steps; null: every epoch"
+    )
+    first: Literal["random", "gps"] = Field(
+        "random", description="similarity: how batches are composed before the first mining"
+    )
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> BatchingConfig:
+        uses_gps = self.mode == "gps" or (self.mode == "similarity" and self.first == "gps")
+        if self.radius_m is not None and not uses_gps:
+            raise ValueError(
+                "batching.radius_m applies to GPS neighbours: mode gps, or similarity with first gps"
+            )
+        if self.mine_every_steps is not None and self.mode != "similarity":
+            raise ValueError("batching.mine_every_steps applies to mode similarity only")
+        if self.first != "random" and self.mode != "similarity":  # not fields_set: dumps hold every field
+            raise ValueError("batching.first applies to mode similarity only")
+        return self
+
+    def uses_gps(self) -> bool:
+        """Whether GPS neighbour lists are needed (for every batch, or until the first mining)."""
+        return self.mode == "gps" or (self.mode == "similarity" and self.first == "gps")
+
+
 class TrainConfig(StrictModel):
     """One GLEAM-C training phase on Ray Train."""
 
@@ -89,6 +134,7 @@ class TrainConfig(StrictModel):
     compile_backend: str = Field("inductor", min_length=1, description="torch.compile backend")
     seed: int = Field(0, ge=0, lt=2**31)
     shuffle_buffer: int = Field(256, ge=0, description="rows of Ray Data's local shuffle buffer per modality")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
     loader_threads: int = Field(4, ge=1, description="threads decoding and augmenting a worker's batch")
     storage_path: str | None = Field(
         None, description="Ray Train storage, local or s3://; default .gleam/train"

@@ -10,6 +10,10 @@ same run is submitted again. A checkpoint holds:
     data/rank-<r>.json           this worker's shard positions and mixture credit
     data/rank-<r>-pool.parquet   the pairs waiting in its mixture look-ahead pools
 
+With planned batches (`batching.mode` gps or similarity) the driver runs the phase in segments, each a
+`fit` up to step payload["plan"]["stop"]; a worker then reads its own `plan-<rank>` dataset, already in
+step order (gleam.training.plan), and its data position is just the step.
+
 Random draws are functions of (seed, rank, step) (see feed.py), so the step restores them too. Rank 0
 alone logs to MLflow; every rank writes its own data position into the same checkpoint (Ray Train
 merges the workers' folders) and calls `ray.train.report` at the same steps (a barrier).
@@ -44,7 +48,7 @@ from gleam.state_io import load_optimizer, load_state, save_state
 from gleam.tracking import StepLogger
 from gleam.training.config import TrainConfig
 from gleam.training.feed import BatchBuilder, seed_step
-from gleam.training.mixture import MixtureSampler
+from gleam.training.mixture import MixtureSampler, PlannedSampler
 from gleam.training.step import ContrastiveModel, train_step, unwrap_model
 
 log = logging.getLogger(__name__)
@@ -135,7 +139,7 @@ def save_checkpoint(
     scheduler: Any,
     step: int,
     streams: Mapping[str, ShardStream],
-    sampler: MixtureSampler,
+    sampler: MixtureSampler | PlannedSampler,
     world: int,
     extra: Mapping[str, Any],
 ) -> None:
@@ -157,6 +161,7 @@ def save_checkpoint(
         "step": step,
         "streams": {m: s.position() for m, s in streams.items()},
         "credit": sampler_state["credit"],
+        **{k: sampler_state[k] for k in ("segment", "last_batch") if k in sampler_state},
     }
     (data / f"rank-{rank}.json").write_text(json.dumps(position))
     rows = [row for pool in sampler_state["pools"].values() for row in pool]
@@ -264,6 +269,82 @@ def train_worker(payload: dict[str, Any]) -> None:
             step = restore_trainer(resume_dir, model, optimizer, scheduler)
             data_state = restore_data(resume_dir, rank, world)
 
+    plan = payload.get("plan")
+    stop = int(plan["stop"]) if plan else total_steps
+    streams, sampler = _feed(config, rank, step, plan, data_state)
+    builder = BatchBuilder(spec, config.augment, config.seed, rank, config.loader_threads)
+    trained: nn.Module = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
+    if config.compile:
+        trained = torch.compile(trained, backend=config.compile_backend)
+    logger = StepLogger(payload.get("run_id"), payload.get("tracking_uri"), rank)
+    extra = {"phase": config.phase, "run": config.name}
+    if step:
+        log.info("rank %d resumes at step %d of %d", rank, step, total_steps)
+    stats: dict[str, float] = {}
+
+    def report(val: dict[str, float]) -> None:
+        with tempfile.TemporaryDirectory(prefix="gleam-ckpt-") as folder:
+            save_checkpoint(
+                Path(folder), rank, unwrap_model(trained), spec, optimizer, scheduler,
+                step, streams, sampler, world, extra,
+            )  # fmt: skip
+            metrics = {"step": step, "loss": stats.get("loss", math.nan), **val}
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    try:
+        if step >= stop:  # a re-run of a segment that had finished: its checkpoint again, nothing else
+            report({})
+        while step < stop:
+            started = time.perf_counter()
+            batch = {
+                m: b.to(device, spec.channels_last)
+                for m, b in builder.build(sampler.next_batch(), step).items()
+            }
+            seed_step(config.seed, rank, step)
+            stats = train_step(
+                trained,
+                optimizer,
+                batch,
+                precision=precision,
+                grad_clip=config.grad_clip,
+                scheduler=scheduler,
+            )
+            step += 1
+            stats["pairs_per_s"] = stats["pairs"] * world / max(time.perf_counter() - started, 1e-9)
+            if plan is None:  # planned streams hold one segment: their epoch says nothing
+                stats.update({f"epoch.{m}": float(s.epoch) for m, s in streams.items()})
+            if step % config.log_every == 0 or step == total_steps:
+                logger.log(stats, step)
+            last = step == total_steps
+            validate = config.validation.enabled and (
+                last or (config.validation.every and step % config.validation.every == 0)
+            )
+            val = validation_metrics(unwrap_model(trained), spec, config) if validate and rank == 0 else {}
+            logger.log(val, step)
+            if last or step == stop or step % config.checkpoint.every == 0:
+                report(val)
+    finally:
+        builder.close()
+
+
+def _feed(
+    config: TrainConfig, rank: int, step: int, plan: Mapping[str, int] | None, data_state: Any
+) -> tuple[dict[str, ShardStream], MixtureSampler | PlannedSampler]:
+    """The worker's row streams and sampler: its shards through the mixture (random batches), or its
+    planned rows of this segment, skipped to `step` (gps / similarity batches)."""
+    import ray.train
+
+    if plan is not None:
+        if step < plan["start"]:
+            raise RuntimeError(f"resumed at step {step}, before this segment's first step {plan['start']}")
+        planned = ShardStream(
+            ray.train.get_dataset_shard(f"plan-{rank}"),
+            config.seed,
+            rank,
+            consumed=(step - plan["start"]) * config.batch_size,
+            what="planned pairs",
+        )
+        return {"plan": planned}, PlannedSampler(planned, config.batch_size, step, plan["segment"])
     weights_by_modality = config.weights()
     positions = data_state[0]["streams"] if data_state else {}
     streams = {
@@ -281,48 +362,4 @@ def train_worker(payload: dict[str, Any]) -> None:
     sampler = MixtureSampler(streams, {m: weights_by_modality[m] for m in streams}, config.batch_size)
     if data_state:
         sampler.restore(data_state[0]["credit"], data_state[1])
-    builder = BatchBuilder(spec, config.augment, config.seed, rank, config.loader_threads)
-    trained: nn.Module = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
-    if config.compile:
-        trained = torch.compile(trained, backend=config.compile_backend)
-    logger = StepLogger(payload.get("run_id"), payload.get("tracking_uri"), rank)
-    extra = {"phase": config.phase, "run": config.name}
-    if step:
-        log.info("rank %d resumes at step %d of %d", rank, step, total_steps)
-    try:
-        while step < total_steps:
-            started = time.perf_counter()
-            batch = {
-                m: b.to(device, spec.channels_last)
-                for m, b in builder.build(sampler.next_batch(), step).items()
-            }
-            seed_step(config.seed, rank, step)
-            stats = train_step(
-                trained,
-                optimizer,
-                batch,
-                precision=precision,
-                grad_clip=config.grad_clip,
-                scheduler=scheduler,
-            )
-            step += 1
-            stats["pairs_per_s"] = stats["pairs"] * world / max(time.perf_counter() - started, 1e-9)
-            stats.update({f"epoch.{m}": float(s.epoch) for m, s in streams.items()})
-            if step % config.log_every == 0 or step == total_steps:
-                logger.log(stats, step)
-            last = step == total_steps
-            validate = config.validation.enabled and (
-                last or (config.validation.every and step % config.validation.every == 0)
-            )
-            val = validation_metrics(unwrap_model(trained), spec, config) if validate and rank == 0 else {}
-            logger.log(val, step)
-            if last or step % config.checkpoint.every == 0:
-                with tempfile.TemporaryDirectory(prefix="gleam-ckpt-") as folder:
-                    save_checkpoint(
-                        Path(folder), rank, unwrap_model(trained), spec, optimizer, scheduler,
-                        step, streams, sampler, world, extra,
-                    )  # fmt: skip
-                    metrics = {"step": step, "loss": stats["loss"], **val}
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-    finally:
-        builder.close()
+    return streams, sampler

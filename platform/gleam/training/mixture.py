@@ -140,3 +140,33 @@ class MixtureSampler:
     def __iter__(self) -> Iterator[dict[str, list[Row]]]:
         while True:
             yield self.next_batch()
+
+
+class PlannedSampler:
+    """Each step's rows straight from a stream the driver composed and sorted by (step, slot) (the `gps`
+    and `similarity` batch modes, gleam.training.plan): no shuffle, no look-ahead, so a resumed step
+    starts at its exact row. A row of another step means the stream and the plan disagree: an error,
+    never a silently different batch."""
+
+    def __init__(self, stream: Iterator[Row], batch_size: int, step: int, segment: int) -> None:
+        self.stream = stream
+        self.batch_size = batch_size
+        self.step = step
+        self.segment = segment
+        self.last: list[str] = []
+
+    def next_batch(self) -> dict[str, list[Row]]:
+        rows = [next(self.stream) for _ in range(self.batch_size)]
+        stray = sorted({int(row["step"]) for row in rows} - {self.step})
+        if stray:
+            raise RuntimeError(f"planned batches out of order: step {self.step} read rows of steps {stray}")
+        self.step += 1
+        self.last = [row["query_id"] for row in rows]
+        batch: dict[str, list[Row]] = {}
+        for row in rows:
+            batch.setdefault(row["modality"], []).append(row)
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        """No credit or pools (the plan holds them); the segment and the query ids of the last batch."""
+        return {"credit": {}, "pools": {}, "segment": self.segment, "last_batch": list(self.last)}

@@ -28,13 +28,14 @@ from gleam.config import config_hash
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.errors import RefusedError, TrainingError
 from gleam.model import weights
-from gleam.model.encoder import pretrained_weights_path
-from gleam.model.spec import HF_CACHE
+from gleam.model.hub_weights import stage_pretrained
+from gleam.model.spec import HF_CACHE, HUB
 from gleam.resources import use_gpu
 from gleam.tracking import job_run, tracking_uri
-from gleam.training.config import TrainConfig
+from gleam.training.config import BatchingConfig, TrainConfig
 from gleam.training.loop import ENCODER_DIR, train_worker
 from gleam.training.pairs import pair_datasets
+from gleam.training.plan import initial_neighbours, run_segments, train_pair_refs
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def absolute_paths(config: TrainConfig) -> TrainConfig:
         init = storage.normalize(init)
     corpus = storage.normalize(config.corpus)
     encoder = config.encoder
-    if encoder is not None and encoder.pretrained not in (None, HF_CACHE):
+    if encoder is not None and encoder.pretrained not in (None, HF_CACHE, HUB):
         encoder = encoder.model_copy(update={"pretrained": storage.normalize(encoder.pretrained)})
     update = {"corpus": corpus, "init": init, "storage_path": storage.normalize(root), "encoder": encoder}
     return config.model_copy(update=update)
@@ -111,8 +112,22 @@ def run_dir(config: TrainConfig) -> str:
 def run_training(config: TrainConfig) -> TrainResult:
     """Train one phase on Ray Train and register the encoder; see the module docstring for re-runs."""
     config = absolute_paths(config)
-    if config.encoder is not None and config.encoder.pretrained is not None:
-        pretrained_weights_path(config.encoder.backbone, config.encoder.pretrained)  # here, not in a worker
+    folder = run_dir(config)
+    state_uri = storage.join(folder, STATE_FILE)
+    # random batching is the old behaviour: runs made before `batching` existed keep their fingerprint
+    digest = config_hash(
+        config, exclude={"tracking"} | ({"batching"} if config.batching == BatchingConfig() else set())
+    )
+    previous = storage.read_json(state_uri) if storage.exists(state_uri) else None
+    if previous is not None and previous.get("config_hash") != digest:
+        raise TrainRunExistsError(
+            f"{folder} holds run {config.name!r} made with another config; choose another name "
+            "(runs are never overwritten)"
+        )
+    if previous is not None and previous.get("status") == "complete":  # before the Hub: works offline
+        log.info("run %s is already complete: nothing to do", config.name)
+        return TrainResult(**{**previous["result"], "already_done": True})
+    pretrained = stage_pretrained(config.encoder)  # checked here, not in a worker; `hub` fetched here, once
     corpus = open_corpus(config.corpus)
     weights_by_modality = {m: w for m, w in config.weights().items() if w > 0}
     modalities = sorted(weights_by_modality)
@@ -123,18 +138,10 @@ def run_training(config: TrainConfig) -> TrainResult:
             f"corpus {corpus.uri} has too few train pairs for {config.scaling.workers} worker(s): {too_few}"
         )
     total_steps = plan_steps(config, sum(counts.values()))
-    folder = run_dir(config)
-    state_uri = storage.join(folder, STATE_FILE)
-    digest = config_hash(config, exclude={"tracking"})
-    previous = storage.read_json(state_uri) if storage.exists(state_uri) else None
-    if previous is not None and previous.get("config_hash") != digest:
-        raise TrainRunExistsError(
-            f"{folder} holds run {config.name!r} made with another config; choose another name "
-            "(runs are never overwritten)"
-        )
-    if previous is not None and previous.get("status") == "complete":
-        log.info("run %s is already complete: nothing to do", config.name)
-        return TrainResult(**{**previous["result"], "already_done": True})
+    planned = config.batching.mode != "random"
+    refs = train_pair_refs(corpus, modalities) if planned else {}
+    first_neighbours = initial_neighbours(config, corpus, refs) if planned else None  # errors before Ray
+    config = config.model_copy(update={"encoder": pretrained.spec})  # hub -> the stored file (digest: hub)
 
     from gleam.cluster import init_ray
 
@@ -143,16 +150,27 @@ def run_training(config: TrainConfig) -> TrainResult:
     pairs = pair_datasets(corpus, "train", modalities, partitions=partitions)
     datasets = pairs
     tags = {"gleam.phase": config.phase, "gleam.train_run": config.name, "gleam.corpus": corpus.uri}
+    tags.update(pretrained.tags)  # hub weights: repo, file, commit, sha256, store URI
     resume = previous.get("run_id") if previous else None
     with job_run("train", config, config.tracking, tags=tags, resume_run_id=resume) as run:
         state = {"config_hash": digest, "run_id": run.run_id, "status": "running", "total_steps": total_steps}
         storage.write_json(state_uri, state)
         run.log_params({"total_steps": total_steps, **{f"train_pairs.{m}": n for m, n in counts.items()}})
-        result = _fit(config, datasets, total_steps, run.run_id)
-        checkpoint_uri = _checkpoint_uri(folder, result.checkpoint.path)
+        if planned:
+
+            def fit_segment(plan_sets: dict[str, Any], plan: dict[str, int]) -> tuple[dict[str, Any], str]:
+                segment = _fit(config, plan_sets, total_steps, run.run_id, plan)
+                return segment.metrics or {}, _checkpoint_uri(folder, segment.checkpoint.path)
+
+            reported, checkpoint_uri = run_segments(
+                config, corpus, pairs, refs, first_neighbours, total_steps, folder, fit_segment
+            )
+        else:
+            result = _fit(config, datasets, total_steps, run.run_id)
+            reported, checkpoint_uri = result.metrics or {}, _checkpoint_uri(folder, result.checkpoint.path)
         encoder_uri = storage.join(checkpoint_uri, ENCODER_DIR)
         encoder, spec, info = weights.load(encoder_uri)
-        metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+        metrics = {k: float(v) for k, v in reported.items() if isinstance(v, (int, float))}
         version = None
         if config.registry.enabled:
             version = weights.register(
@@ -180,7 +198,15 @@ def run_training(config: TrainConfig) -> TrainResult:
     return done
 
 
-def _fit(config: TrainConfig, datasets: dict[str, Any], total_steps: int, run_id: str | None) -> Any:
+def _fit(
+    config: TrainConfig,
+    datasets: dict[str, Any],
+    total_steps: int,
+    run_id: str | None,
+    plan: dict[str, int] | None = None,
+) -> Any:
+    """One TorchTrainer run: the whole phase, or with `plan` one segment of planned batches (its workers
+    read the unsplit `plan-<rank>` datasets up to step plan["stop"])."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -195,6 +221,7 @@ def _fit(config: TrainConfig, datasets: dict[str, Any], total_steps: int, run_id
         train_loop_config={
             "config": config.model_dump(mode="json"),
             "total_steps": total_steps,
+            "plan": plan,
             "run_id": run_id,
             "tracking_uri": tracking_uri() if run_id else None,
             "settings": runtime_env.resolved(),  # workers run in another folder: see gleam.runtime_env
@@ -211,7 +238,9 @@ def _fit(config: TrainConfig, datasets: dict[str, Any], total_steps: int, run_id
         ),
         datasets=datasets,
         dataset_config=DataConfig(
-            datasets_to_split="all", execution_options=options, enable_shard_locality=False
+            datasets_to_split="all" if plan is None else [],
+            execution_options=options,
+            enable_shard_locality=False,
         ),
     )
     try:

@@ -52,6 +52,7 @@ class Listed:
     split: str | None = None
     reason: str | None = None
     detail: str | None = None
+    semi_positives: tuple[str, ...] | None = None  # tile ids (schema.SEMI_POSITIVES); VIGOR only
 
     @classmethod
     def tile(
@@ -91,6 +92,7 @@ class Listed:
         lat: float | None = None,
         lon: float | None = None,
         split: str | None = None,
+        semi_positives: tuple[str, ...] | None = None,
     ) -> Listed:
         return cls(
             role=Role.QUERY.value,
@@ -103,6 +105,7 @@ class Listed:
             lat=lat,
             lon=lon,
             split=split,
+            semi_positives=semi_positives,
         )
 
     @classmethod

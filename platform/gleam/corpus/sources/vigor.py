@@ -3,10 +3,19 @@
     <City>/panorama/<panoid>,<lat>,<lon>,.jpg     -> panorama query (lat/lon from the name)
     <City>/satellite/satellite_<lat>_<lon>.png    -> satellite tile (lat/lon of its centre)
     splits/<City>/same_area_balanced_{train,test}.txt, splits/<City>/pano_label_balanced.txt
+    splits__corrected/<City>/ (optional): the same files, named `<name>__corrected.txt` or `<name>.txt`
 
 A label line has 13 whitespace-separated fields (as Sample4Geo and the VIGOR authors read them): the
 panorama file name, then four times `<satellite file> <dlat> <dlon>`. The first satellite is the positive;
-the other three are semi-positives, which the listing schema has no column for and are ignored.
+the other three are semi-positives (satellites that also cover the panorama's place, off centre): their
+tile ids are the query's `semi_positives` (those present in the satellite folder), which VIGOR's hit rate
+accepts as a top-1 (`gleam.retrieval.metrics`).
+
+Label files: `labels: auto` (default) reads a city's corrected file (SliceMatch's `splits__corrected/`,
+which fixes the dlat/dlon offsets of the original labels and is what recent papers evaluate on) where it
+is present, under its `__corrected` name or the original one, and the original `splits/` file otherwise;
+`corrected` and `original` read only those. Which files were read is logged per city, and a panorama left
+unlabelled names the files it was looked up in. Pairs and splits are the same in both; only offsets differ.
 
 Mode `same_area` lists every city (or `cities`) with the split of the train/test label file. Mode
 `cross_area` lists the benchmark's cities from `pano_label_balanced.txt`, NewYork and Seattle as train,
@@ -18,12 +27,13 @@ distractor). In `cross_area` a tile takes its city's split, so no tile of a trai
 gallery. Rejects: a panorama in no label file of the mode -> `missing_pair`; a label line naming an absent
 panorama -> `missing_file`, an absent positive satellite -> `missing_pair`; a malformed line -> `bad_record`;
 a panorama labelled twice -> `duplicate`; a file in a sub-folder of panorama/ or satellite/ -> `bad_record`.
-Names starting with "." (`.DS_Store`) are skipped. A root without `splits/` is an error; a city without the
-mode's label files lists its panoramas as `missing_pair` (the later `splits__corrected/` is not read).
+Names starting with "." (`.DS_Store`) are skipped. A root with neither `splits/` nor `splits__corrected/` is
+an error; a city without the mode's label files lists its panoramas as `missing_pair`.
 """
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,9 +46,13 @@ from gleam.corpus.schema import Modality, RejectReason, Role, Split
 from gleam.corpus.sources.base import Listed, SourceLayoutError, make_id, not_a_root
 from gleam.corpus.sources.registry import SourceBase, register
 
+log = logging.getLogger(__name__)
+
 PANORAMA_DIR = "panorama"
 SATELLITE_DIR = "satellite"
 SPLITS_DIR = "splits"
+CORRECTED_DIR = "splits__corrected"
+CORRECTED_SUFFIX = "__corrected"  # same_area_balanced_train.txt -> same_area_balanced_train__corrected.txt
 SAME_AREA_FILES = (("same_area_balanced_train.txt", Split.TRAIN), ("same_area_balanced_test.txt", Split.TEST))
 CROSS_AREA_FILE = "pano_label_balanced.txt"
 CROSS_AREA_SPLITS = {
@@ -49,7 +63,8 @@ CROSS_AREA_SPLITS = {
 }
 LABEL_FIELDS = 13  # panorama + 4 x (satellite, dlat, dlon)
 LAYOUT = (
-    f"<City>/{PANORAMA_DIR}/, <City>/{SATELLITE_DIR}/ and {SPLITS_DIR}/<City>/ with the label files "
+    f"<City>/{PANORAMA_DIR}/, <City>/{SATELLITE_DIR}/ and {SPLITS_DIR}/<City>/ (or {CORRECTED_DIR}/<City>/) "
+    "with the label files "
     f"({', '.join(f for f, _ in SAME_AREA_FILES)} for same_area, {CROSS_AREA_FILE} for cross_area)"
 )
 
@@ -58,16 +73,24 @@ class VIGORSource(SourceBase):
     kind: Literal["vigor"]
     mode: Literal["same_area", "cross_area"] = "same_area"
     cities: list[str] | None = Field(None, description="default: every city folder found")
+    labels: Literal["auto", "corrected", "original"] = Field(
+        "auto",
+        description=(
+            f"label files: {CORRECTED_DIR}/ where present (auto), only {CORRECTED_DIR}/ (corrected) "
+            f"or only {SPLITS_DIR}/ (original)"
+        ),
+    )
 
     default_name: ClassVar[str] = "vigor"
 
 
 @dataclass(frozen=True)
 class _Label:
-    """One parsed label line: the panorama, its positive satellite and the split of its label file."""
+    """One parsed label line: the panorama, its positive and semi-positive satellites, its file's split."""
 
     pano: str
     positive: str
+    semi: tuple[str, ...]
     split: Split
     where: str  # `<label uri>#L<line>`, for messages
 
@@ -90,8 +113,9 @@ def list_records(source: VIGORSource) -> Iterator[Listed]:
     name = source.source_name
     for city_name in _select_cities(root, source):
         city = _list_city(root, city_name, name)
-        labels, label_rejects = _read_labels(root, city_name, source.mode, name)
-        yield from _list_city_records(city, labels, source.mode, name)
+        files = _label_files(root, city_name, source.mode, source.labels)
+        labels, label_rejects = _read_labels(files, city_name, name)
+        yield from _list_city_records(city, labels, files, source.mode, name)
         yield from label_rejects
         yield from city.rejects
 
@@ -108,8 +132,8 @@ def _select_cities(root: str, source: VIGORSource) -> list[str]:
     if not found:
         problem = f"no <City>/{PANORAMA_DIR}/ or <City>/{SATELLITE_DIR}/ folder in it"
         raise not_a_root(root, "VIGOR", problem, LAYOUT)
-    if SPLITS_DIR not in storage.list_dirs(root):
-        raise not_a_root(root, "VIGOR", f"no {SPLITS_DIR}/ folder in it", LAYOUT)
+    if not {SPLITS_DIR, CORRECTED_DIR} & set(storage.list_dirs(root)):
+        raise not_a_root(root, "VIGOR", f"no {SPLITS_DIR}/ or {CORRECTED_DIR}/ folder in it", LAYOUT)
     if source.cities is not None:
         missing = sorted(set(source.cities) - set(found))
         if missing:
@@ -164,20 +188,37 @@ def _flat_files(
     return files, bad
 
 
-def _label_files(root: str, city: str, mode: str) -> list[tuple[str, Split]]:
-    folder = storage.join(root, SPLITS_DIR, city)
-    if mode == "same_area":
-        return [(storage.join(folder, file), split) for file, split in SAME_AREA_FILES]
-    return [(storage.join(folder, CROSS_AREA_FILE), CROSS_AREA_SPLITS[city])]
+@dataclass(frozen=True)
+class _LabelFile:
+    uri: str  # the file read, or (absent) the one it was looked for under first
+    split: Split
+    present: bool
 
 
-def _read_labels(root: str, city: str, mode: str, name: str) -> tuple[list[_Label], list[Listed]]:
-    """Parsed lines of the city's label files of the mode (absent files add none); bad lines as rejects."""
+def _label_files(root: str, city: str, mode: str, labels: str = "auto") -> list[_LabelFile]:
+    """The mode's label files of a city, each the corrected or the original file as `labels` asks."""
+    wanted = list(SAME_AREA_FILES) if mode == "same_area" else [(CROSS_AREA_FILE, CROSS_AREA_SPLITS[city])]
+    folders = {"auto": (CORRECTED_DIR, SPLITS_DIR), "corrected": (CORRECTED_DIR,), "original": (SPLITS_DIR,)}
+    # one listing per folder rather than a request per candidate name (S3 roots)
+    existing = {e.uri for d in folders[labels] for e in storage.list_files(storage.join(root, d, city))}
+    files = []
+    for file, split in wanted:
+        stem, suffix = posixpath.splitext(file)
+        names = {CORRECTED_DIR: (f"{stem}{CORRECTED_SUFFIX}{suffix}", file), SPLITS_DIR: (file,)}
+        candidates = [storage.join(root, d, city, n) for d in folders[labels] for n in names[d]]
+        found = next((uri for uri in candidates if uri in existing), None)
+        files.append(_LabelFile(found or candidates[0], split, found is not None))
+    return files
+
+
+def _read_labels(files: list[_LabelFile], city: str, name: str) -> tuple[list[_Label], list[Listed]]:
+    """Parsed lines of the city's label files (absent files add none); bad lines as rejects."""
     labels: list[_Label] = []
     rejects: list[Listed] = []
-    for uri, split in _label_files(root, city, mode):
-        if not storage.is_file(uri):
-            continue
+    read = [f.uri for f in files if f.present]
+    log.info("VIGOR %s: labels from %s", city, ", ".join(read) if read else "no label file")
+    for file in (f for f in files if f.present):
+        uri, split = file.uri, file.split
         for number, line in enumerate(storage.read_text(uri).splitlines(), start=1):
             fields = line.split()
             if not fields:
@@ -185,7 +226,8 @@ def _read_labels(root: str, city: str, mode: str, name: str) -> tuple[list[_Labe
             where = f"{uri}#L{number}"
             problem = _label_problem(fields)
             if problem is None:
-                labels.append(_Label(fields[0], fields[1], split, where))
+                semi = (fields[4], fields[7], fields[10])
+                labels.append(_Label(fields[0], fields[1], semi, split, where))
                 continue
             rejects.append(
                 Listed.reject(
@@ -212,7 +254,9 @@ def _label_problem(fields: list[str]) -> str | None:
     return None
 
 
-def _list_city_records(city: _City, labels: list[_Label], mode: str, name: str) -> Iterator[Listed]:
+def _list_city_records(
+    city: _City, labels: list[_Label], files: list[_LabelFile], mode: str, name: str
+) -> Iterator[Listed]:
     """Tiles, then panoramas of the folder, then labelled-but-absent panoramas, then repeated labels."""
     queries: dict[str, Listed] = {}  # panorama file name -> its first label's query (or reject)
     repeated: list[Listed] = []
@@ -230,7 +274,7 @@ def _list_city_records(city: _City, labels: list[_Label], mode: str, name: str) 
     for file in sorted(city.satellites):
         yield _tile(city, file, _tile_split(positive_splits.get(file, set()), mode, city.name), name)
     for pano in sorted(city.panoramas):
-        yield queries.get(pano) or _unlabelled(city, pano, mode, name)
+        yield queries.get(pano) or _unlabelled(city, pano, files, mode, name)
     yield from (queries[pano] for pano in sorted(queries) if pano not in city.panoramas)
     yield from repeated
 
@@ -246,6 +290,7 @@ def _query(city: _City, label: _Label, name: str) -> Listed:
         return _label_reject(city, label, RejectReason.MISSING_PAIR, detail, name)
     _, lat, lon = _parse_panorama_name(label.pano)
     tile_id = _tile_id(city.name, label.positive, name)
+    semi = [_tile_id(city.name, s, name) for s in label.semi if s in city.satellites and s != label.positive]
     return Listed.query(
         query_id=_query_id(city.name, label.pano, name),
         modality=Modality.PANORAMA,
@@ -256,6 +301,7 @@ def _query(city: _City, label: _Label, name: str) -> Listed:
         lat=lat,
         lon=lon,
         split=label.split.value,
+        semi_positives=tuple(dict.fromkeys(semi)),
     )
 
 
@@ -272,15 +318,15 @@ def _label_reject(city: _City, label: _Label, reason: RejectReason, problem: str
     )
 
 
-def _unlabelled(city: _City, pano: str, mode: str, name: str) -> Listed:
-    files = ", ".join(posixpath.basename(uri) for uri, _ in _label_files(city.root, city.name, mode))
+def _unlabelled(city: _City, pano: str, files: list[_LabelFile], mode: str, name: str) -> Listed:
+    names = ", ".join(f.uri[len(city.root) :].lstrip("/") for f in files)  # splits*/<City>/<file>
     return Listed.reject(
         role=Role.QUERY,
         record_id=_query_id(city.name, pano, name),
         source=name,
         source_uri=city.panoramas[pano],
         reason=RejectReason.MISSING_PAIR,
-        detail=f"no positive: not in {SPLITS_DIR}/{city.name}/{{{files}}} (mode {mode})",
+        detail=f"no positive: not in {names} (mode {mode})",
         modality=Modality.PANORAMA.value,
     )
 
