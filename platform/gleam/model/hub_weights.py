@@ -154,20 +154,23 @@ def _download(
 
     for filename in filenames:
         try:
-            path = hf_hub_download(
-                repo_id,
-                filename,
-                revision=revision,
-                cache_dir=hf_cache_dir(),
-                endpoint=endpoint,
-                local_files_only=offline,
-            )
+            with _quiet_retries():
+                path = hf_hub_download(
+                    repo_id,
+                    filename,
+                    revision=revision,
+                    cache_dir=hf_cache_dir(),
+                    endpoint=endpoint,
+                    local_files_only=offline or unreachable is not None,
+                )
             return Path(path), filename
         except RemoteEntryNotFoundError:
             continue  # the repo has no such file: try the next name
         except LocalEntryNotFoundError as exc:  # offline or unreachable, and not in the cache
+            # another name may be cached; once the Hub was unreachable, only the cache is asked (each
+            # name would otherwise wait through the library's five retries again)
             unreachable = unreachable or exc
-            continue  # another name may be cached
+            continue
         except (OSError, httpx.HTTPError) as exc:  # refused: no such repo, gated, unauthorised, server error
             raise cannot_fetch(_reason(exc)) from None
     if unreachable is not None:
@@ -175,6 +178,19 @@ def _download(
             "offline (HF_HUB_OFFLINE is set)" if offline else _reason(unreachable.__cause__ or unreachable)
         )
     raise cannot_fetch(f"the repo has none of {', '.join(filenames)} at {revision}")
+
+
+@contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """huggingface_hub logs every retry of an unreachable Hub as a warning (twice: its own handler and the
+    root's); the job's answer is the one line of the error, so they are kept off the console."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _reason(exc: BaseException) -> str:
