@@ -40,7 +40,9 @@ def test_two_workers_train_checkpoint_register_and_rerun(
     corpus: str, tmp_path: Path, experiment_name: str, mlflow_client
 ) -> None:
     batching = {"mode": "similarity", "mine_every_steps": 3, "neighbours": 4, "candidates": 6}
-    config = train_config(corpus, tmp_path / "train", experiment_name, batching=batching)
+    # the workers take the cluster's 2 CPUs whole: a segment's plan datasets must not need a CPU then
+    scaling = {"workers": 2, "cpus_per_worker": 1}
+    config = train_config(corpus, tmp_path / "train", experiment_name, batching=batching, scaling=scaling)
     result = run_training(config)
 
     assert result.steps == 6 and result.model_version is not None and not result.already_done

@@ -101,7 +101,11 @@ def _tag(batch: pa.Table, plan: pa.Table) -> pa.Table:
 
 
 def plan_datasets(pairs: Mapping[str, Any], plan: pa.Table, world: int) -> dict[str, Any]:
-    """`plan-<rank>` -> that worker's pair rows for the segment, sorted by their position in its stream."""
+    """`plan-<rank>` -> that worker's pair rows for the segment, sorted by their position in its stream.
+
+    Materialised here, on the driver, before the segment's workers start: an unsplit dataset is executed
+    by the worker that reads it, and its tag and sort tasks need CPUs that the Ray Train workers hold
+    while they wait for them (a cluster whose CPUs the workers take whole deadlocks)."""
     modalities = sorted(pairs)
     union = (
         pairs[modalities[0]].union(*[pairs[m] for m in modalities[1:]])
@@ -111,9 +115,8 @@ def plan_datasets(pairs: Mapping[str, Any], plan: pa.Table, world: int) -> dict[
     out = {}
     for rank in range(world):
         mine = plan.filter(pc.equal(plan["rank"], rank))
-        out[f"plan-{rank}"] = union.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"plan": mine}).sort(
-            "pos"
-        )
+        tagged = union.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"plan": mine})
+        out[f"plan-{rank}"] = tagged.sort("pos").materialize()
     return out
 
 
