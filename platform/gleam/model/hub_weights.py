@@ -138,9 +138,8 @@ def _download(
     backbone: str, repo_id: str, revision: str, filenames: tuple[str, ...], endpoint: str
 ) -> tuple[Path, str]:
     """The first of `filenames` the repo has, in the local Hugging Face cache (downloaded if need be)."""
-    import httpx  # huggingface_hub's HTTP client: its errors may surface unwrapped
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     offline = hub_offline()
     unreachable: Exception | None = None
@@ -171,13 +170,28 @@ def _download(
             # name would otherwise wait through the library's five retries again)
             unreachable = unreachable or exc
             continue
-        except (OSError, httpx.HTTPError) as exc:  # refused: no such repo, gated, unauthorised, server error
+        except (OSError, HfHubHTTPError, *_transport_errors()) as exc:
+            # refused (no such repo, gated, unauthorised, server error) or a network error surfaced raw
             raise cannot_fetch(_reason(exc)) from None
     if unreachable is not None:
         raise cannot_fetch(
             "offline (HF_HUB_OFFLINE is set)" if offline else _reason(unreachable.__cause__ or unreachable)
         )
     raise cannot_fetch(f"the repo has none of {', '.join(filenames)} at {revision}")
+
+
+def _transport_errors() -> tuple[type[Exception], ...]:
+    """The HTTP error base of the client huggingface_hub uses (httpx in 1.x, httpx2 in 2.x): its network
+    errors can surface unwrapped, and neither client is a dependency of ours."""
+    import importlib
+
+    found: list[type[Exception]] = []
+    for client in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(client).HTTPError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
 
 
 @contextmanager
