@@ -6,7 +6,7 @@ The sources are whichever kinds `gleam.corpus.sources` registers (one file per k
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -58,9 +58,18 @@ class PrepareConfig(StrictModel):
     )
     limits: ImageLimits = Field(default_factory=ImageLimits)
     split: SplitConfig = Field(default_factory=SplitConfig)
-    batch_size: int = Field(32, ge=1, description="images per Ray Data batch")
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="images per decode task (one input block, one output file per part); "
+        "default: about 4 tasks per decode worker, at most rows_per_shard",
+    )
     concurrency: int | None = Field(None, ge=1, description="parallel decode tasks; default: all CPUs")
-    rows_per_shard: int = Field(2000, ge=1, description="rows per output Parquet file (about)")
+    rows_per_shard: int = Field(2000, ge=1, description="rows per output Parquet file (at most)")
+    image_codec: Literal["none", "snappy", "zstd"] = Field(
+        "none", description="Parquet codec of the image column (JPEG bytes do not compress; others: zstd)"
+    )
+    warm_workers: bool = Field(True, description="start the decode workers' imports while listing")
     overwrite: bool = Field(False, description="replace a complete corpus made from another config")
     contact_sheet_pairs: int = Field(6, ge=0, le=64)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

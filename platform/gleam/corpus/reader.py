@@ -7,13 +7,15 @@ files the manifest lists are part of it, so a stray file in the folder never lea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from gleam import storage
 from gleam.errors import RefusedError
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pads
 
 PARTS = ("tiles", "queries", "rejects")
 
@@ -33,6 +35,8 @@ class PreparedCorpus:
         return [storage.join(self.uri, part, name) for name in self.manifest["files"][part]]
 
     def dataset(self, part: str) -> pads.Dataset:
+        import pyarrow.dataset as pads  # imported here: decode workers need PARTS, not datasets (pandas)
+
         files = self.files(part)
         fs, _ = storage.resolve(self.uri)
         return pads.dataset([storage.resolve(f)[1] for f in files], filesystem=fs, format="parquet")

@@ -1,25 +1,31 @@
-"""The Ray Data stages of `prepare`: pure functions over Arrow batches, run on any worker.
+"""The Ray Data stages of `prepare`: functions over Arrow batches, run on any worker.
 
 `decode_batch` reads and processes images (I/O on a few threads, decoding on the task's CPU) and keeps
 every row, turning failures into reasons; a raster window URI (`gleam.corpus.raster_uri`) is read as
 that window of its GeoTIFF. `route_batch` selects the rows of one output and shapes them to its schema.
-Neither raises on bad data, so one poisoned file cannot fail a job. A failing store is another matter:
-a read it fails is retried (`gleam.storage_errors.RetryPolicy`), and when the store does not recover
-`decode_batch` raises StorageError, so the job fails instead of publishing a corpus with holes.
+`decode_block` does both for one input block and writes the routed rows to the work area, one file per
+output, so routing streams with the decode instead of a second pass over every image; it hands back
+only metadata. `reroute` applies the driver's late decisions to the few blocks they touch.
+None of them raises on bad data, so one poisoned file cannot fail a job. A failing store is another
+matter: a read it fails is retried (`gleam.storage_errors.RetryPolicy`), and when the store does not
+recover `decode_batch` raises StorageError, so the job fails instead of publishing a corpus with holes.
 """
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from gleam import storage
 from gleam.corpus.config import ImageLimits
 from gleam.corpus.images import ProcessedImage, process_image, unreadable
 from gleam.corpus.raster_uri import is_window_uri
+from gleam.corpus.reader import PARTS
 from gleam.corpus.schema import (
     LISTING_SCHEMA,
     OUTPUT_SCHEMAS,
@@ -42,6 +48,10 @@ WORK_SCHEMA = pa.schema(
     ]
 )
 IO_THREADS = 8
+READ_CHUNK = 4 * 1024 * 1024
+# What decode_block hands back per row: the work row without its pixels, plus where the row was written.
+META_DROP = ("image",)
+FILE, PART = "work_file", "work_part"
 
 
 def read_limited(uri: str, max_bytes: int, retry: RetryPolicy) -> bytes | ProcessedImage:
@@ -63,8 +73,17 @@ def read_limited(uri: str, max_bytes: int, retry: RetryPolicy) -> bytes | Proces
 
 
 def _read_head(uri: str, size: int) -> bytes:
+    """Read up to `size` bytes in chunks: one read(size) with the 200 MiB limit allocates that much per
+    image before shrinking it (about 10x the cost of reading a 150 KiB image)."""
+    chunks = []
     with storage.open_input(uri) as stream:
-        return stream.read(size)
+        while size > 0:
+            chunk = stream.read(min(size, READ_CHUNK))
+            chunks.append(chunk)
+            size -= len(chunk)
+            if len(chunk) < READ_CHUNK:  # the end of the object
+                break
+    return b"".join(chunks)
 
 
 def _process_one(
@@ -131,8 +150,17 @@ def route_batch(
     tile_remap: dict[str, str],
 ) -> pa.Table:
     """Rows of one output ("tiles", "queries" or "rejects"), with the resolution step's decisions applied."""
+    return _route_rows(batch.to_pylist(), output, late_rejects, tile_remap)
+
+
+def _route_rows(
+    batch_rows: list[dict[str, Any]],
+    output: str,
+    late_rejects: dict[str, tuple[str, str]],
+    tile_remap: dict[str, str],
+) -> pa.Table:
     rows = []
-    for row in batch.to_pylist():
+    for row in (dict(r) for r in batch_rows):
         late = late_rejects.get(f"{row['role']}:{row['record_id']}")
         if late is not None:
             row["reason"], row["detail"] = late
@@ -152,3 +180,79 @@ def route_batch(
             rows.append(row)
     schema = OUTPUT_SCHEMAS[output]
     return pa.Table.from_pylist([{f: r.get(f) for f in schema.names} for r in rows], schema=schema)
+
+
+def part_of(role: str, reason: str | None) -> str:
+    """The output a row goes to before the driver's late decisions."""
+    if reason is not None:
+        return "rejects"
+    return "tiles" if role == Role.TILE.value else "queries"
+
+
+def block_stem(batch: pa.Table) -> str:
+    """A name fixed by the block's rows, so a retried task overwrites its own files, never adds more."""
+    digest = hashlib.sha1()
+    for column in ("role", "record_id", "source_uri"):
+        for value in batch.column(column).to_pylist():
+            digest.update(f"{value}\0".encode())
+    return digest.hexdigest()[:20]
+
+
+def work_file(work_uri: str, stem: str, part: str) -> str:
+    return storage.join(work_uri, f"{stem}.{part}.parquet")
+
+
+def write_parquet(table: pa.Table, uri: str, image_codec: str) -> None:
+    """JPEG bytes do not compress: the image column gets `image_codec` (default none), the rest zstd."""
+    fs, path = storage.resolve(uri)
+    if storage.is_local(uri):
+        storage.makedirs(storage.parent(uri))
+    codecs = {name: (image_codec if name == "image" else "zstd") for name in table.schema.names}
+    with fs.open_output_stream(path) as out:
+        pq.write_table(table, out, compression=codecs)
+
+
+def decode_block(
+    batch: pa.Table,
+    work_uri: str,
+    sizes: dict[str, tuple[int, int]],
+    limits: ImageLimits,
+    retry: RetryPolicy = RetryPolicy(),
+    image_codec: str = "none",
+) -> pa.Table:
+    """Decode one block, write its rows routed (one work file per output that has rows) and return
+    the rows' metadata: what the driver needs to resolve duplicates and pairs, and to publish."""
+    work = decode_batch(batch, sizes, limits, retry)
+    stem = block_stem(batch)
+    rows = work.to_pylist()
+    parts = [part_of(r["role"], r["reason"]) for r in rows]
+    for part in PARTS:
+        if part in parts:
+            write_parquet(_route_rows(rows, part, {}, {}), work_file(work_uri, stem, part), image_codec)
+    meta = work.drop_columns(list(META_DROP))
+    meta = meta.append_column(FILE, pa.array([stem] * work.num_rows, pa.string()))
+    return meta.append_column(PART, pa.array(parts, pa.string()))
+
+
+def empty_meta() -> pa.Table:
+    """decode_block's answer for no rows at all."""
+    fields = [f for f in WORK_SCHEMA if f.name not in META_DROP]
+    return pa.schema([*fields, pa.field(FILE, pa.string()), pa.field(PART, pa.string())]).empty_table()
+
+
+def reroute(
+    tables: dict[str, pa.Table], late_rejects: dict[str, tuple[str, str]], tile_remap: dict[str, str]
+) -> dict[str, pa.Table]:
+    """One block's routed outputs with the late decisions applied (a duplicate tile, a query whose
+    tile is gone, a query re-pointed at the kept copy of its tile)."""
+    rows: list[dict[str, Any]] = []
+    for part, table in tables.items():
+        for row in table.to_pylist():
+            row.setdefault("reason", None)
+            row.setdefault("detail", None)
+            if part == "tiles":
+                row.update(role=Role.TILE.value, record_id=row["tile_id"])
+            elif part == "queries":
+                row.update(role=Role.QUERY.value, record_id=row["query_id"])
+            rows.append(row)
+    return {part: _route_rows(rows, part, late_rejects, tile_remap) for part in PARTS}
