@@ -8,27 +8,28 @@ tile. Everything is written under a temporary workdir (or `--workdir`), MLflow i
 
 Measured, in this order, in one run:
 
-1. direct: one process (this one) does per request what the service does, sequentially: `process_image`
-   to the encoder's input size, `eval_batch`, the encoder's forward under `torch.inference_mode` with
-   `--threads` torch threads (1, as the QueryEncoder replica gets with its 0.25 CPU), and
-   `OpenedIndex.search(vector, k)`. Requests cycle through the world's real query JPEGs.
-2. Serve, batching off (`max_batch_size=1`) then on (`max_batch_size=16, batch_wait_timeout_s=0.005`,
-   the shipped config): the application is started from serve/config.yaml through `serve.run.start`
-   with every deployment fixed at one replica (`num_replicas: 1, autoscaling_config: null`; the replica
-   counts Serve reports are checked), the rest of the config as shipped. Each deployment is warmed up
-   (`--warmup` requests at concurrency 8), then loaded at each concurrency in `--concurrency`: that many
-   client threads, each with its own keep-alive HTTP session, post multipart `image` + `modality` + `k`
-   bodies (pre-encoded, cycling through the same query JPEGs) back to back until `--requests` requests
-   have been sent. Latency: `perf_counter` around each HTTP call (connect, upload, service, response);
-   requests/s: successful requests over the wall time from the first send to the last answer. Every
-   non-200 answer or client exception is counted and shown. Also per point: the ingress's own `took_ms`
-   (median), the mean batch size the encoder actually ran (the point's requests over the `embed` batches
-   counted by Serve's `serve_actual_batch_size` metric) and the machine's load average. The application
-   is shut down between modes; before loading it, a few queries' served top-k is checked against the
-   direct loop's.
+1. direct: one process (this one) does per request what the service does, with the service's functions,
+   sequentially: `serve.requests.decode_checked` (the ingress's checks, decode, resize to a uint8 array at
+   the encoder's input size), `embed_images` with `--threads` torch threads (1, as the QueryEncoder replica
+   gets with its 0.25 CPU) and `OpenedIndex.search(vector, k)`, each step timed. Requests cycle through the
+   world's real query JPEGs. Then the forward alone at batch 1 and 16 (ms per image): what batching can
+   gain in the forward on this CPU.
+2. Serve, batching off (`max_batch_size=1`) then on (serve/config.yaml's `max_batch_size=16`, no batch
+   wait): the application is started from serve/config.yaml through `serve.run.start` with every
+   deployment fixed at one replica (`num_replicas: 1, autoscaling_config: null`; the replica counts Serve
+   reports are checked), the rest of the config as shipped. A few queries' served top-k is checked against
+   the direct loop's, then each concurrency in `--concurrency` is loaded by **a separate load-generator
+   process pinned to one CPU** (`os.sched_setaffinity`): that many threads, each with its own keep-alive
+   HTTP session, post multipart `image` + `modality` + `k` bodies (pre-encoded, cycling through the same
+   query JPEGs) back to back until `--requests` have been sent, after `--warmup` requests. It reports each
+   answer's latency (`perf_counter` around the HTTP call), `timings_ms` and `Server-Timing`, and its own
+   CPU time (so the table says what share of its core it took). Every non-200 answer or client exception
+   is counted and shown.
 3. direct again, to show how far the machine drifted over the run.
 
-The load generator runs on the same machine as the service and competes with it for CPU.
+The report has the latency / throughput table, the goals (concurrency 1 vs direct; batching on vs off at
+the highest concurrency), and a breakdown of where a request's time goes (the HTTP proxy's hop, the
+ingress's body read and decode, the ingress -> encoder hop, batch wait, forward, search, JSON).
 
     .venv/bin/python benchmarks/serve_load.py                     # resnet18 at 128 px, 300 requests/point
     .venv/bin/python benchmarks/serve_load.py --quick --no-doc    # a smoke run in a few minutes
@@ -57,8 +58,8 @@ from worlds import prepare_world
 
 INDEX = "serve-bench"
 EXPERIMENT = "serve-load"
-BATCHING_ON = {"max_batch_size": 16, "batch_wait_timeout_s": 0.005}
-BATCHING_OFF = {"max_batch_size": 1, "batch_wait_timeout_s": 0.005}  # only the batch size changes
+BATCHING_ON = {"max_batch_size": 16, "batch_wait_timeout_s": 0.0}  # serve/config.yaml's
+BATCHING_OFF = {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}  # only the batch size changes
 FIXED = {"num_replicas": 1, "autoscaling_config": None}
 REQUEST_TIMEOUT_S = 120.0  # serve/config.yaml's http_options.request_timeout_s
 
@@ -86,11 +87,25 @@ class Point:
     outcomes: Counter[str] = field(default_factory=Counter)  # "200", "503", "ReadTimeout", ...
     wall: float = 0.0
     load_avg: float = float("nan")  # the machine's 1-minute load average when the point ended
-    batches: float | None = None  # `embed` batches Serve's batcher ran for this point (None: unknown)
+    timings: list[dict[str, float]] = field(default_factory=list)  # per 200 answer: timings_ms + json
+    client_cpu_s: float = float("nan")  # CPU time the load generator process spent on this point
 
     @property
     def mean_batch(self) -> float | None:
-        return self.ok / self.batches if self.batches else None
+        """The encoder batch each answered request was part of, averaged over requests."""
+        sizes = [t["batch"] for t in self.timings if "batch" in t]
+        return float(np.mean(sizes)) if sizes else None
+
+    @property
+    def encoder_busy(self) -> float | None:
+        """The share of the point's wall time the encoder spent in forward passes (each request carries
+        its batch's forward time and size, so a batch counts once)."""
+        busy = sum(t["forward"] / t["batch"] for t in self.timings if "forward" in t and t.get("batch"))
+        return busy / 1000 / self.wall if busy and self.wall > 0 else None
+
+    def median(self, step: str) -> float:
+        values = [t[step] for t in self.timings if step in t]
+        return float(np.median(values)) if values else float("nan")
 
     @property
     def ok(self) -> int:
@@ -202,7 +217,12 @@ def vector_count(store: str) -> int:
 
 
 class Direct:
-    """The service's per-request work, in this process: prepare, embed (batch of one), search."""
+    """The service's per-request work, in this process: prepare, embed (batch of one), search.
+
+    The same functions as the service: the ingress's `decode_checked` (checks, decode, orient, resize to a
+    uint8 array), `embed_images` (the encoder's transform, forward and normalisation) and
+    `OpenedIndex.search`; each step is timed, for the breakdown.
+    """
 
     def __init__(self, world: World, modality: str, k: int, threads: int) -> None:
         import torch
@@ -215,27 +235,32 @@ class Direct:
         self.index = open_index(world.store, INDEX, expect_fingerprint=world.fingerprint)
         self.modality, self.k = modality, k
         self.size = self.spec.size(modality)
+        self.steps: list[dict[str, float]] = []
 
     def localize(self, image: bytes) -> list[str]:
-        import torch
-
         from gleam.corpus.config import ImageLimits
-        from gleam.corpus.images import process_image
-        from gleam.model.transforms import eval_batch
+        from gleam.model.embedding import embed_images
+        from serve.requests import decode_checked
 
-        prepared = process_image(image, self.size, ImageLimits())
-        if not prepared.ok:
-            raise ValueError(f"query rejected: {prepared.reason} {prepared.detail}")
-        batch = eval_batch([prepared.image], self.modality, self.spec)
-        with torch.inference_mode():
-            vector = self.encoder(batch).float().numpy()
+        t0 = time.perf_counter()
+        pixels = decode_checked(image, self.size, ImageLimits())
+        if not isinstance(pixels, np.ndarray):
+            raise ValueError(f"query rejected: {pixels.reason} {pixels.detail}")
+        t1 = time.perf_counter()
+        vector = embed_images(self.encoder, self.spec, [pixels], self.modality)
+        t2 = time.perf_counter()
         _, tiles = self.index.search(vector, self.k)
+        t3 = time.perf_counter()
+        self.steps.append(
+            {"prepare": (t1 - t0) * 1000, "forward": (t2 - t1) * 1000, "search": (t3 - t2) * 1000}
+        )
         return [t for t in tiles[0] if t is not None]
 
     def run(self, queries: list[bytes], requests: int, warmup: int, label: str) -> Point:
         for n in range(warmup):
             self.localize(queries[n % len(queries)])
         point = Point(label, 1)
+        self.steps = []
         started = time.perf_counter()
         for n in range(requests):
             t0 = time.perf_counter()
@@ -244,7 +269,24 @@ class Direct:
             point.outcomes["200"] += 1
         point.wall = time.perf_counter() - started
         point.load_avg = os.getloadavg()[0]
+        point.timings = self.steps
         return point
+
+    def forward_per_image(self, queries: list[bytes], batch: int, repeats: int = 5) -> float:
+        """Median ms per image of `embed_images` over ready arrays at batch size `batch` (this process's
+        torch threads): what batching can gain in the forward alone."""
+        from gleam.corpus.config import ImageLimits
+        from gleam.model.embedding import embed_images
+        from serve.requests import decode_checked
+
+        arrays = [decode_checked(queries[n % len(queries)], self.size, ImageLimits()) for n in range(batch)]
+        embed_images(self.encoder, self.spec, arrays, self.modality)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            embed_images(self.encoder, self.spec, arrays, self.modality)
+            times.append((time.perf_counter() - t0) * 1000 / batch)
+        return float(np.median(times))
 
 
 # --- Serve ----------------------------------------------------------------------------------------------
@@ -325,13 +367,69 @@ def multipart(image: bytes, modality: str, k: int) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
-def load(url: str, bodies: list[tuple[bytes, str]], concurrency: int, total: int, label: str) -> Point:
-    """`concurrency` threads post back to back until `total` requests have been sent."""
+def client_cpu() -> int:
+    """The one CPU the load generator process is pinned to: the machine's last."""
+    return max(os.sched_getaffinity(0))
+
+
+def load(url: str, bodies_file: Path, concurrency: int, total: int, label: str) -> Point:
+    """A separate load-generator process, pinned to one CPU (`client_cpu`), posts `total` requests from
+    `concurrency` threads back to back; it reports each answer and its own CPU time."""
+    import subprocess
+    import sys
+
+    spec = bodies_file.with_name(f"client-{uuid.uuid4().hex[:8]}.json")
+    result = spec.with_suffix(".result.json")
+    spec.write_text(
+        json.dumps(
+            {
+                "url": url,
+                "bodies": str(bodies_file),
+                "concurrency": concurrency,
+                "total": total,
+                "cpu": client_cpu(),
+                "out": str(result),
+            }
+        )
+    )
+    subprocess.run([sys.executable, __file__, "--client", str(spec)], check=True)
+    answer = json.loads(result.read_text())
+    point = Point(label, concurrency)
+    point.latencies = answer["latencies"]
+    point.took_ms = answer["took_ms"]
+    point.timings = answer["timings"]
+    point.outcomes = Counter(answer["outcomes"])
+    point.wall = answer["wall"]
+    point.client_cpu_s = answer["cpu_s"]
+    return point
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`Server-Timing: parse;dur=1.2, json;dur=0.1` -> {"parse": 1.2, "json": 0.1}."""
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";dur=")
+        with contextlib.suppress(ValueError):
+            out[name] = float(rest)
+    return out
+
+
+def client_main(spec_file: str) -> None:
+    """The load generator's own process: pinned to one CPU, threads with keep-alive sessions."""
+    import pickle
+    import resource
+
     import requests
 
-    point = Point(label, concurrency)
+    spec = json.loads(Path(spec_file).read_text())
+    os.sched_setaffinity(0, {spec["cpu"]})
+    bodies = pickle.loads(Path(spec["bodies"]).read_bytes())
+    outcomes: Counter[str] = Counter()
+    latencies: list[float] = []
+    took: list[float] = []
+    timings: list[dict[str, float]] = []
     lock = threading.Lock()
-    counter = iter(range(total))
+    counter = iter(range(spec["total"]))
 
     def worker() -> None:
         session = requests.Session()
@@ -345,31 +443,36 @@ def load(url: str, bodies: list[tuple[bytes, str]], concurrency: int, total: int
                 t0 = time.perf_counter()
                 try:
                     response = session.post(
-                        url, data=body, headers={"Content-Type": kind}, timeout=REQUEST_TIMEOUT_S
+                        spec["url"], data=body, headers={"Content-Type": kind}, timeout=REQUEST_TIMEOUT_S
                     )
-                    outcome = str(response.status_code)
-                    content = response.content
+                    outcome, content = str(response.status_code), response.content
+                    header = response.headers.get("Server-Timing", "")
                 except requests.RequestException as exc:
-                    outcome, content = type(exc).__name__, b""
+                    outcome, content, header = type(exc).__name__, b"", ""
                 elapsed = time.perf_counter() - t0
-                took = json.loads(content).get("took_ms") if outcome == "200" else None
+                answer = json.loads(content) if outcome == "200" else {}
                 with lock:
-                    point.outcomes[outcome] += 1
+                    outcomes[outcome] += 1
                     if outcome == "200":
-                        point.latencies.append(elapsed)
-                        if took is not None:
-                            point.took_ms.append(float(took))
+                        latencies.append(elapsed)
+                        if answer.get("took_ms") is not None:
+                            took.append(float(answer["took_ms"]))
+                        timings.append({**answer.get("timings_ms", {}), **server_timing(header)})
         finally:
             session.close()
 
-    threads = [threading.Thread(target=worker, name=f"client-{i}") for i in range(concurrency)]
+    threads = [threading.Thread(target=worker, name=f"client-{i}") for i in range(spec["concurrency"])]
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    point.wall = time.perf_counter() - started
-    return point
+    wall = time.perf_counter() - started
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    result = {"latencies": latencies, "took_ms": took, "timings": timings, "outcomes": dict(outcomes)}
+    Path(spec["out"]).write_text(json.dumps({**result, "wall": wall, "cpu_s": cpu}))
 
 
 def check_answers(url: str, world: World, direct: Direct, modality: str, k: int, count: int) -> str:
@@ -387,66 +490,13 @@ def check_answers(url: str, world: World, direct: Direct, modality: str, k: int,
     return f"{same}/{len(checked)}"
 
 
-class BatchMeter:
-    """How many `embed` batches the QueryEncoder replica ran: the count of Serve's own
-    `serve_actual_batch_size` histogram, read from this node's Prometheus endpoint.
-
-    Every request of a point is one `embed` call, so requests / batches is the mean batch size. (The
-    histogram's sum is not used: Ray rebuilds it from bucket midpoints.) Replicas push their metrics
-    every few seconds, so a reading waits until the count has stopped moving for `SETTLE_S`.
-    """
-
-    NAME = "ray_serve_actual_batch_size_count"
-    SETTLE_S = 12.0  # longer than Ray's metrics report interval (10 s)
-
-    def __init__(self) -> None:
-        import ray
-
-        try:
-            port = ray._private.worker.global_worker.node.metrics_export_port
-            self.url: str | None = f"http://127.0.0.1:{port}/metrics"
-            self.read("QueryEncoder")
-        except Exception as exc:  # batch sizes are optional: the table shows "-"
-            print(f"batch metrics unavailable: {exc}", flush=True)
-            self.url = None
-
-    def read(self, replica: str) -> float:
-        """The batch count of one QueryEncoder replica (its id appears in the series' labels)."""
-        import urllib.request
-
-        assert self.url is not None
-        text = urllib.request.urlopen(self.url, timeout=10).read().decode()
-        total = 0.0
-        for line in text.splitlines():
-            name, _, rest = line.partition("{")
-            if name == self.NAME and 'function_name="embed"' in rest and f'"{replica}"' in rest:
-                total += float(rest.rsplit(" ", 1)[1])
-        return total
-
-    def settled(self, replica: str, above: float, timeout_s: float = 60.0) -> float | None:
-        """The count once it is past `above` and has not moved for SETTLE_S (None: not in time)."""
-        if self.url is None:
-            return None
-        deadline = time.monotonic() + timeout_s
-        last, since = self.read(replica), time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(1.0)
-            now = self.read(replica)
-            if now != last:
-                last, since = now, time.monotonic()
-            elif now > above and time.monotonic() - since >= self.SETTLE_S:
-                return now
-        print(f"batch metrics of {replica} did not settle in {timeout_s:.0f} s (last {last:.0f})", flush=True)
-        return None
-
-
 def serve_mode(
     args: argparse.Namespace,
     world: World,
     direct: Direct,
     label: str,
     batching: dict[str, float],
-    meter: BatchMeter,
+    bodies_file: Path,
 ) -> tuple[list[Point], dict[str, Any]]:
     from ray import serve
 
@@ -461,18 +511,12 @@ def serve_mode(
     )
     try:
         info["same_top_k"] = check_answers(url, world, direct, args.modality, args.k, args.check)
-        bodies = [multipart(image, args.modality, args.k) for image in world.queries]
-        warm = load(url, bodies, min(8, args.warmup), args.warmup, label)
+        warm = load(url, bodies_file, min(8, args.warmup), args.warmup, label)
         info["warmup_errors"] = warm.errors()
-        replica = encoder_replica()
-        reading = meter.settled(replica, 0.0)
         points = []
         for concurrency in args.concurrency:
-            point = load(url, bodies, concurrency, args.requests, label)
+            point = load(url, bodies_file, concurrency, args.requests, label)
             point.load_avg = os.getloadavg()[0]
-            after = meter.settled(replica, reading) if reading is not None else None
-            point.batches = after - reading if after is not None and reading is not None else None
-            reading = after
             print(f"  {describe(point)}", flush=True)
             points.append(point)
     finally:
@@ -488,8 +532,17 @@ def describe(point: Point) -> str:
         f"{point.mode} c={point.concurrency}: p50 {point.percentile(50):.1f} ms,"
         f" p95 {point.percentile(95):.1f}, p99 {point.percentile(99):.1f}, {point.rate:.1f} req/s,"
         f" errors {point.errors()}, load {point.load_avg:.1f}"
-        + (f", {point.mean_batch:.2f} requests per batch" if point.mean_batch else "")
+        + (f", mean batch {point.mean_batch:.2f}" if point.mean_batch else "")
+        + (
+            f", client CPU {client_share(point):.0%} of its core"
+            if point.client_cpu_s == point.client_cpu_s
+            else ""
+        )
     )
+
+
+def client_share(point: Point) -> float:
+    return point.client_cpu_s / point.wall if point.wall > 0 else float("nan")
 
 
 def rows(points: list[Point], baseline: float) -> list[list[object]]:
@@ -497,6 +550,8 @@ def rows(points: list[Point], baseline: float) -> list[list[object]]:
     for p in points:
         took = f"{np.percentile(p.took_ms, 50):.1f}" if p.took_ms else "-"
         batch = f"{p.mean_batch:.2f}" if p.mean_batch else "-"
+        share = f"{client_share(p):.0%}" if p.client_cpu_s == p.client_cpu_s else "-"
+        busy = f"{p.encoder_busy:.0%}" if p.encoder_busy is not None else "-"
         out.append(
             [
                 p.mode,
@@ -510,10 +565,65 @@ def rows(points: list[Point], baseline: float) -> list[list[object]]:
                 p.errors(),
                 f"{p.rate / baseline:.2f}" if baseline > 0 else "",
                 batch,
+                busy,
+                share,
                 f"{p.load_avg:.1f}",
             ]
         )
     return out
+
+
+# (label, how a Serve point's step is computed from its medians, the direct loop's step or None)
+STEPS: list[tuple[str, str]] = [
+    ("client latency (p50)", "the whole request, measured by the load generator"),
+    (
+        "HTTP + proxy + client",
+        "client latency - ingress total: the HTTP proxy's hop to the ingress, both ways",
+    ),
+    ("ingress: read body + multipart", "`parse`"),
+    ("ingress: decode + preprocess", "`prepare`: checks, decode, resize to a uint8 array"),
+    ("ingress <-> encoder hop", "`encoder_call` - `encoder`: the handle call's overhead, both ways"),
+    ("encoder: batch wait", "`queue`: from reaching the replica to its batch starting"),
+    ("encoder: forward", "`forward`: transform + forward of the batch"),
+    ("encoder: search", "`search`: FAISS top-k (+ labels) of the batch"),
+    ("encoder: rest", "`encoder` - queue - forward - search: the batcher's hand-back"),
+    ("ingress: answer", "total - parse - prepare - encoder_call: labels, body"),
+    ("JSON encode", "`json` (Server-Timing)"),
+]
+
+
+def breakdown(point: Point) -> list[float]:
+    """Medians of each step of `STEPS` over a Serve point's answers."""
+    m = point.median
+    client = point.percentile(50)
+    total = m("total")
+    return [
+        client,
+        client - total,
+        m("parse"),
+        m("prepare"),
+        m("encoder_call") - m("encoder"),
+        m("queue"),
+        m("forward"),
+        m("search"),
+        m("encoder") - m("queue") - m("forward") - m("search"),
+        total - m("parse") - m("prepare") - m("encoder_call"),
+        m("json"),
+    ]
+
+
+def breakdown_table(direct: Point, serve_points: list[Point]) -> str:
+    d = direct.median
+    direct_col = [direct.percentile(50), None, None, d("prepare"), None, None, d("forward"), d("search"),
+                  None, None, None]  # fmt: skip
+    columns = [breakdown(p) for p in serve_points]
+    table = []
+    for n, (label, how) in enumerate(STEPS):
+        cells = [f"{c[n]:.2f}" for c in columns]
+        direct_cell = "-" if direct_col[n] is None else f"{direct_col[n]:.2f}"
+        table.append([label, direct_cell, *cells, how])
+    header = ["step (median ms)", "direct", *(f"{p.mode}, c={p.concurrency}" for p in serve_points), "what"]
+    return markdown_table(header, table)
 
 
 def report(
@@ -521,24 +631,69 @@ def report(
     world: World,
     direct: list[Point],
     served: dict[str, tuple[list[Point], dict[str, Any]]],
+    forward: dict[int, float],
     seconds: float,
     load_avg: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
     pooled = Point("direct", 1, [x for p in direct for x in p.latencies])
     pooled.outcomes["200"] = sum(p.ok for p in direct)
     pooled.wall = sum(p.wall for p in direct)
+    pooled.timings = [t for p in direct for t in p.timings]
     baseline = pooled.rate
     points = [*direct, *(p for mode in served.values() for p in mode[0])]
     header = ["mode", "concurrency", "requests", "p50 ms", "p95 ms", "p99 ms", "ingress p50 ms", "req/s",
-              "errors", "x direct", "mean batch", "load avg"]  # fmt: skip
-    off = next((p for p in served.get("batching off", ([], {}))[0] if p.concurrency == 1), None)
-    overhead = ""
-    if off is not None and off.latencies:
-        delta = off.percentile(50) - pooled.percentile(50)
-        overhead = (
-            f"Overhead of the service at concurrency 1, batching off: p50 {off.percentile(50):.1f} ms vs"
-            f" direct p50 {pooled.percentile(50):.1f} ms (both direct runs pooled) = **+{delta:.1f} ms"
-            f" per request, x{off.percentile(50) / pooled.percentile(50):.2f}**."
+              "errors", "x direct", "mean batch", "encoder busy", "client CPU", "load avg"]  # fmt: skip
+
+    def point(mode: str, concurrency: int) -> Point | None:
+        return next((p for p in served.get(mode, ([], {}))[0] if p.concurrency == concurrency), None)
+
+    goals = []
+    for mode in ("batching off", "batching on"):
+        one = point(mode, 1)
+        if one is not None and one.latencies:
+            ratio = one.percentile(50) / pooled.percentile(50)
+            goals.append(
+                f"- concurrency 1, {mode}: p50 {one.percentile(50):.1f} ms vs direct p50"
+                f" {pooled.percentile(50):.1f} ms (both direct runs pooled) = **+"
+                f"{one.percentile(50) - pooled.percentile(50):.1f} ms, x{ratio:.2f}** (goal <= x1.5:"
+                f" {'met' if ratio <= 1.5 else 'not met'})"
+            )
+    top = max(args.concurrency)
+    off, on = point("batching off", top), point("batching on", top)
+    if off is not None and on is not None and off.rate > 0:
+        ratio = on.rate / off.rate
+        goals.append(
+            f"- concurrency {top}: batching on {on.rate:.1f} req/s (p99 {on.percentile(99):.0f} ms) vs off"
+            f" {off.rate:.1f} req/s (p99 {off.percentile(99):.0f} ms) = **x{ratio:.2f}** (goal >= x1.8:"
+            f" {'met' if ratio >= 1.8 else 'not met'})"
+        )
+    for one in (point("batching off", 1), point("batching on", 1)):
+        if one is not None and one.timings:
+            steps = breakdown(one)
+            hops = steps[1] + steps[2] + steps[4]  # HTTP + proxy, the body read, ingress <-> encoder
+            goals.append(
+                f"- floor at concurrency 1, {one.mode}: the three Ray round trips of a request (HTTP +"
+                f" proxy {steps[1]:.1f} ms, the ingress's body read {steps[2]:.1f} ms, ingress <-> encoder"
+                f" {steps[4]:.1f} ms) take {hops:.1f} ms, against the {0.5 * pooled.percentile(50):.1f} ms"
+                " that x1.5 of the direct call leaves for everything that is not the work itself"
+            )
+    if off is not None and on is not None and forward and off.encoder_busy is not None:
+        goals.append(
+            f"- floor at concurrency {top}: with batching off the encoder's forward kept its core"
+            f" {off.encoder_busy:.0%} busy (batching on: {on.encoder_busy or 0:.0%}, mean batch"
+            f" {on.mean_batch or 0:.1f}), so requests/s is the forward's: batching can add at most what a"
+            f" batch-{max(forward)} forward saves per image, x{forward[1] / forward[max(forward)]:.2f} here"
+        )
+    errors = sum(sum(v for k, v in p.outcomes.items() if k != "200") for p in points)
+    goals.append(f"- errors over every point: {errors}")
+    if forward:
+        one_ms = forward[1]
+        goals.append(
+            "- the forward alone, in this process with "
+            f"{args.threads} torch thread(s), ms per image: "
+            + ", ".join(f"batch {b}: {ms:.2f}" for b, ms in sorted(forward.items()))
+            + f" (batch {max(forward)} is x{one_ms / forward[max(forward)]:.2f} batch 1's throughput):"
+            " the most batching can add when the encoder's core is the bottleneck"
         )
     notes = []
     for mode, (_, info) in served.items():
@@ -548,35 +703,47 @@ def report(
             f" top-{args.k} tiles identical to the direct loop's for {info['same_top_k']} queries;"
             f" warm-up ({args.warmup} requests) errors: {info['warmup_errors']}"
         )
-    ray_cpus = args.ray_cpus
+    ones = [p for p in (point("batching off", 1), point("batching on", 1)) if p is not None]
+    loaded = [p for p in (point("batching off", top), point("batching on", top)) if p is not None and top > 1]
     text = (
         f"`POST /v1/localize` (multipart: one {args.modality} JPEG of {args.size} px, `modality`,"
         f" `k={args.k}`) against the Serve application started from serve/config.yaml, next to the same"
         f" work in one process. Encoder: `{args.backbone}` with **random weights** (`EncoderSpec.tiny`,"
         f" {args.size} px input, {args.embed_dim}-d projection), fp32 on CPU; index: {world.vectors:,}"
         f" tiles of a synthetic world ({args.locations} places), `{world.index_key}` built by the index"
-        f" build job. Local Ray with {ray_cpus} CPUs; every deployment fixed at **1 replica** (autoscaling"
-        " off), CPU shares as shipped (QueryEncoder 0.25 CPU, so 1 torch thread; Ingress, SatelliteIndex,"
-        f" Explainer 0.1 each). The direct loop runs in the benchmark process with {args.threads} torch"
-        " thread(s): `process_image`, `eval_batch`, forward under `inference_mode`, `OpenedIndex.search`,"
-        " sequentially; it ran before and after the Serve runs (drift check; `x direct` divides by both"
-        " runs pooled). **The load generator runs on the same machine as the service** (threads with"
-        " keep-alive sessions, pre-encoded bodies) and competes with it for the CPUs, and the machine was"
-        f" shared with other work (load average {load_avg[0][0]:.1f} at the start, {load_avg[1][0]:.1f} at"
-        " the end). Latencies are client-side (`perf_counter` around each HTTP call) over the 200 answers;"
-        " `ingress p50 ms` is the ingress's own `took_ms` (from the request reaching the FastAPI route to"
-        " the answer; the rest is the proxy, HTTP and the client); req/s: 200 answers over the wall time of"
-        f" the point. Batching on: `max_batch_size={BATCHING_ON['max_batch_size']},"
-        f" batch_wait_timeout_s={BATCHING_ON['batch_wait_timeout_s']}` (as shipped); off: `max_batch_size=1`."
-        f" {args.requests} requests per point after {args.warmup} warm-up requests per deployment."
-        " `mean batch`: the point's requests over the `embed` batches the encoder ran for them (the count of"
-        " Serve's own `serve_actual_batch_size` histogram, read from Ray's metrics endpoint); `load avg`:"
-        " the machine's 1-minute load average as the point ended. Setup (world, corpus, encoder, index)"
-        f" took {world.seconds:.0f} s, not counted; the whole run {seconds / 60:.1f} min."
+        f" build job. Local Ray with {args.ray_cpus} CPUs; every deployment fixed at **1 replica**"
+        " (autoscaling off), CPU shares as shipped (QueryEncoder 0.25 CPU, so 1 torch thread; Ingress,"
+        " SatelliteIndex, Explainer 0.1 each), `colocated_search: true` as shipped (the encoder replica"
+        " searches its batches itself: one hop past the ingress). The direct loop runs in the benchmark"
+        f" process with {args.threads} torch thread(s) and does the service's work with the service's"
+        " functions, sequentially: `decode_checked` (the ingress's checks, decode and resize to a uint8"
+        " array), `embed_images` (transform, forward under `inference_mode`, normalisation),"
+        " `OpenedIndex.search`; it ran before and after the Serve runs (drift check; `x direct` divides by"
+        " both runs pooled). **The load generator is a separate process pinned to one CPU** (CPU"
+        f" {client_cpu()} of 0-{(os.cpu_count() or 1) - 1}, `os.sched_setaffinity`; threads with"
+        " keep-alive sessions posting pre-encoded bodies); `client CPU` is the CPU time it used over the"
+        " point's wall time, i.e. the share of that core it took from the service. The machine was"
+        f" shared with other work (load average {load_avg[0][0]:.1f} at the start, {load_avg[1][0]:.1f}"
+        " at the end). Latencies are client-side (`perf_counter` around each HTTP call) over the 200"
+        " answers; `ingress p50 ms` is the ingress's own `took_ms`; req/s: 200 answers over the wall time"
+        f" of the point. Batching on: `max_batch_size={BATCHING_ON['max_batch_size']},"
+        f" batch_wait_timeout_s={BATCHING_ON['batch_wait_timeout_s']}` (as shipped); off:"
+        f" `max_batch_size=1`. {args.requests} requests per point after {args.warmup} warm-up requests"
+        " per deployment. `mean batch`: the size of the encoder batch each request was answered in"
+        " (`timings_ms.batch`), averaged over requests; `encoder busy`: the share of the point's wall time"
+        " the encoder spent in forward passes (1 torch thread: the share of one core). Setup (world,"
+        " corpus, encoder, index) took"
+        f" {world.seconds:.0f} s, not counted; the whole run {seconds / 60:.1f} min."
     )
-    parts = [text, markdown_table(header, rows(points, baseline))]
-    if overhead:
-        parts.append(overhead)
+    parts = [text, markdown_table(header, rows(points, baseline)), "\n".join(goals)]
+    if ones:
+        parts.append(
+            "Where the time of one request goes, at concurrency 1 and under load: the median of each"
+            " step over the point's answers, from the `timings_ms` every answer carries and its"
+            " `Server-Timing` header (medians of the parts need not add up to the median of the whole;"
+            " `forward` is the whole batch's)."
+        )
+        parts.append(breakdown_table(pooled, ones + loaded))
     parts.append("\n".join(notes))
     return "\n\n".join(parts) + "\n"
 
@@ -618,7 +785,11 @@ def main() -> None:
         "--workdir", default=None, help="where the world, index and MLflow go (default: temp)"
     )
     parser.add_argument("--no-doc", action="store_true", help="print only; do not touch docs/")
+    parser.add_argument("--client", default=None, help=argparse.SUPPRESS)  # the load generator's process
     args = parser.parse_args()
+    if args.client:
+        client_main(args.client)
+        return
     if args.quick:
         args.locations, args.size, args.requests, args.warmup = 40, 64, 48, 8
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -627,6 +798,8 @@ def main() -> None:
     load_start = os.getloadavg()
     with workspace(args.workdir) as workdir:
         environment(workdir)
+        import pickle
+
         import ray
 
         from gleam.cluster import init_ray
@@ -634,24 +807,38 @@ def main() -> None:
         init_ray(num_cpus=args.ray_cpus)
         try:
             world = build_world(args, workdir)
+            bodies_file = workdir / "bodies.pickle"
+            bodies_file.write_bytes(
+                pickle.dumps([multipart(q, args.modality, args.k) for q in world.queries])
+            )
             direct = Direct(world, args.modality, args.k, args.threads)
             before = direct.run(world.queries, args.requests, args.warmup, "direct (before)")
             print(describe(before), flush=True)
-            meter = BatchMeter()
+            forward = {
+                b: direct.forward_per_image(world.queries, b) for b in (1, BATCHING_ON["max_batch_size"])
+            }
+            print(f"forward ms per image: {forward}", flush=True)
             served = {}
             for label, batching in (("batching off", BATCHING_OFF), ("batching on", BATCHING_ON)):
-                served[label] = serve_mode(args, world, direct, label, batching, meter)
+                served[label] = serve_mode(args, world, direct, label, batching, bodies_file)
             after = direct.run(world.queries, args.requests, args.warmup, "direct (after)")
             print(describe(after), flush=True)
         finally:
             ray.shutdown()
     body = report(
-        args, world, [before, after], served, time.perf_counter() - started, (load_start, os.getloadavg())
+        args,
+        world,
+        [before, after],
+        served,
+        forward,
+        time.perf_counter() - started,
+        (load_start, os.getloadavg()),
     )
-    if args.no_doc:
-        print(body)
-    else:
-        append_section("Serving under load: /v1/localize, batching on and off, vs one process", body)
+    print(body)
+    if not args.no_doc:
+        append_section(
+            "Serving under load: /v1/localize, batching on and off, vs one process, step by step", body
+        )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,25 @@ def build(args: ServeArgs) -> Application:
     # another node) must find the same store, registry and caches (gleam.runtime_env)
     locations = runtime_env.pin()
     pinned, fingerprint = weights.pin(args.encoder)
-    encoder = QueryEncoder.bind(pinned, fingerprint, args.batching.model_dump(), locations)
     index = SatelliteIndex.bind(
         args.store, args.index, fingerprint, args.index_version, args.poll_seconds, locations
+    )
+    # /v1/localize: the encoder searches its batches itself (the same SatelliteIndex class in the
+    # replica) or sends them to the SatelliteIndex deployment, one call per batch (`colocated_search`)
+    search = {
+        "store": args.store,
+        "name": args.index,
+        "fingerprint": fingerprint,
+        "version": args.index_version,
+        "poll_seconds": args.poll_seconds,
+    }
+    encoder = QueryEncoder.bind(
+        pinned,
+        fingerprint,
+        args.batching.model_dump(),
+        locations,
+        search if args.colocated_search else None,
+        None if args.colocated_search else index,
     )
     explainer = Explainer.bind(args.explainer.model_dump(), locations)
     return Ingress.bind(encoder, index, explainer, args.model_dump())

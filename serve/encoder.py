@@ -1,4 +1,5 @@
-"""QueryEncoder: the GLEAM-C encoder behind `@serve.batch`, so concurrent requests share forward passes.
+"""QueryEncoder: the GLEAM-C encoder behind `@serve.batch`, so concurrent requests share forward passes,
+and, for `/v1/localize`, the search of the batch's vectors, so a request makes one hop from the ingress.
 
 A request is the prepared JPEGs of one place in one modality; the batch groups every request's images
 by modality (one forward per modality) and answers each request with its own fused unit vector: the
@@ -8,19 +9,37 @@ a set's inner products comparable to single images'.
 Images become vectors through `gleam.model.embedding.embed_images` under its precision policy ("auto":
 bf16/fp16 autocast on GPU, fp32 on CPU), the same path the index build embedded the tiles with, so a
 query's similarity to a tile means here what it meant when the index and its calibration were built.
+Images arrive as the ingress prepared them: (H, W, 3) uint8 arrays at the encoder's input size (ready
+input: `load_resized` only copies them), or JPEG bytes.
+
+`localize` embeds a batch and searches it in one step: with `search` args the replica holds its own
+`SatelliteIndex` (the same class, following CURRENT the same way, one FAISS call per batch, no hop);
+with only the `index` handle it sends the batch's vectors to the SatelliteIndex deployment in one call.
+Every answer carries `timings_ms` (queue wait, forward, search, batch size), so the ingress can tell
+where a request's time went.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
+from serve.index import SatelliteIndex
 from serve.settings import BatchSettings
 
-EmbedRequest = tuple[str, list[bytes]]  # (modality, JPEG bytes of one place)
+ImageData = bytes | np.ndarray  # JPEG bytes, or a prepared (H, W, 3) uint8 array at the input size
+EmbedRequest = tuple[str, list[ImageData]]  # (modality, images of one place)
+# (modality, images of one place, k, explain modality or None, perf_counter when it reached the replica)
+LocalizeRequest = tuple[str, list[ImageData], int, str | None, float]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
 
 
 def fuse(vectors: np.ndarray) -> np.ndarray:
@@ -52,7 +71,11 @@ class QueryEncoder:
         fingerprint: str,
         batching: BatchSettings | dict[str, Any],
         locations: dict[str, str] | None = None,
+        search: dict[str, Any] | None = None,
+        index: DeploymentHandle | None = None,
     ) -> None:
+        """`search`: SatelliteIndex's arguments (store, name, fingerprint, version, poll_seconds) to search
+        in this replica; else `index`, the SatelliteIndex deployment's handle, searches each batch."""
         import ray
         import torch
 
@@ -70,13 +93,21 @@ class QueryEncoder:
             encoder_uri, map_location=self.device, expect_fingerprint=fingerprint
         )
         self.precision = resolve_precision("auto", self.device.type)
+        self.index = index
+        self.local_index = (
+            SatelliteIndex.func_or_class(**search, locations=locations) if search is not None else None
+        )
         self.reconfigure({"batching": BatchSettings.model_validate(batching).model_dump()})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """`user_config.batching` retunes batching without restarting the replica."""
+        """`user_config.batching` retunes batching without restarting the replica; `user_config.index`
+        (`{"version", "poll_seconds"}`, as SatelliteIndex takes it) pins the replica's own index."""
         batching = BatchSettings.model_validate(user_config.get("batching") or {})
-        self.embed.set_max_batch_size(batching.max_batch_size)
-        self.embed.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        for batched in (self.embed, self._localize_batch):
+            batched.set_max_batch_size(batching.max_batch_size)
+            batched.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        if self.local_index is not None and "index" in user_config:
+            self.local_index.reconfigure(user_config["index"])
 
     def describe(self) -> dict[str, Any]:
         """What the ingress needs to validate uploads and label answers."""
@@ -92,9 +123,49 @@ class QueryEncoder:
             "sizes": {m.value: list(self.spec.size(m)) for m in Modality},
         }
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def embed(self, requests: list[EmbedRequest]) -> list[np.ndarray]:
-        by_modality: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
+        return self._vectors(requests)
+
+    async def localize(
+        self, modality: str, images: list[ImageData], k: int, explain: str | None = None
+    ) -> dict:
+        """SatelliteIndex.search's answer for one place's images, with `timings_ms` of this replica."""
+        arrived = time.perf_counter()
+        found = await self._localize_batch((modality, images, k, explain, arrived))
+        found["timings_ms"]["encoder"] = _ms(time.perf_counter() - arrived)
+        return found
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def _localize_batch(self, requests: list[LocalizeRequest]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        # on the event loop, on purpose: while a forward runs, arriving requests wait in the batch queue,
+        # so with no batch wait the next batch is what queued meanwhile (Serve forms a batch as soon as
+        # its loop is free, even while the previous one still runs, so a forward in a thread would leave
+        # every batch at one request)
+        vectors = np.stack(self._vectors([(modality, images) for modality, images, *_ in requests]))
+        embedded = time.perf_counter()
+        ks = [request[2] for request in requests]
+        explains = [request[3] for request in requests]
+        if self.local_index is not None:
+            answers = self.local_index.search_many(vectors, ks, explains)
+        else:
+            if self.index is None:
+                raise RuntimeError("QueryEncoder was given neither search arguments nor an index handle")
+            answers = await self.index.search_many.remote(vectors, ks, explains)
+        searched = time.perf_counter()
+        for request, answer in zip(requests, answers, strict=True):
+            answer["timings_ms"] = {
+                "queue": _ms(started - request[4]),
+                "forward": _ms(embedded - started),
+                "search": _ms(searched - embedded),
+                "batch": len(requests),
+            }
+        return answers
+
+    def _vectors(self, requests: list[EmbedRequest]) -> list[np.ndarray]:
+        """One forward per modality over every request's images -> each request's fused unit vector."""
+        by_modality: dict[str, list[tuple[int, ImageData]]] = defaultdict(list)
         for number, (modality, images) in enumerate(requests):
             by_modality[modality].extend((number, image) for image in images)
         per_request: dict[int, list[np.ndarray]] = defaultdict(list)
@@ -104,7 +175,7 @@ class QueryEncoder:
                 per_request[number].append(vector)
         return [fuse(np.stack(per_request[number])) for number in range(len(requests))]
 
-    def _forward(self, modality: str, images: list[bytes]) -> np.ndarray:
+    def _forward(self, modality: str, images: list[ImageData]) -> np.ndarray:
         from gleam.model.embedding import embed_images
 
         return embed_images(self.encoder, self.spec, images, modality, self.precision)
@@ -118,7 +189,9 @@ class QueryEncoder:
         return {"similarity": float(result.similarity), "heatmap_png": png}
 
     def check_health(self) -> None:
-        """A faulted GPU raises here, so Serve replaces the replica instead of routing requests to it."""
+        """A faulted GPU or a broken own index raises here, so Serve replaces the replica."""
+        if self.local_index is not None:
+            self.local_index.check_health()
         if self.device.type == "cuda":
             import torch
 

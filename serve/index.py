@@ -179,13 +179,28 @@ class SatelliteIndex:
 
     def search(self, vector: np.ndarray, k: int, explain: str | None = None) -> dict[str, Any]:
         """Top-k; with `explain` (the query modality), also the top candidate's `context`, same version."""
+        return self.search_many(np.atleast_2d(vector), [k], [explain])[0]
+
+    def search_many(
+        self, vectors: np.ndarray, ks: list[int], explains: list[str | None]
+    ) -> list[dict[str, Any]]:
+        """`search` for a batch of queries (B, dim), all from one version: one FAISS call per distinct k
+        (an approximate index may answer a larger k differently, so no k is cut from another's)."""
         active = self._active
-        scores, tiles = active.opened.search(vector, k)
-        candidates = self._candidates(active, scores[0], tiles[0])
-        found = {**self._label(active), "candidates": candidates}
-        if explain is not None and candidates:
-            found["context"] = self._context(active, vector, explain, candidates[0]["tile_id"])
-        return found
+        vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        answers: list[dict[str, Any]] = [{} for _ in ks]
+        for k in sorted(set(ks)):
+            rows = [row for row, wanted in enumerate(ks) if wanted == k]
+            scores, tiles = active.opened.search(vectors[rows], k)
+            for at, row in enumerate(rows):
+                candidates = self._candidates(active, scores[at], tiles[at])
+                found = {**self._label(active), "candidates": candidates}
+                if explains[row] is not None and candidates:
+                    found["context"] = self._context(
+                        active, vectors[row : row + 1], explains[row], candidates[0]["tile_id"]
+                    )
+                answers[row] = found
+        return answers
 
     def context(self, vector: np.ndarray, modality: str, tile_id: str | None) -> dict[str, Any]:
         """What one explanation needs from one version: its label, `tile` (None when it is not held or

@@ -6,6 +6,12 @@ a request id and answered with a 500 that carries only that id (no stack trace e
 An explanation takes everything it knows about the index (tile, calibration, confidence, rank) from one
 SatelliteIndex call, so from one index version, and says which (`index` in the explanation).
 
+`/v1/localize` is one hop past the ingress: uploads are checked and decoded here into uint8 arrays at
+the encoder's input size, and `QueryEncoder.localize` embeds (batched) and searches. Its answer carries
+`timings_ms` (parse, prepare, the encoder call and, inside it, queue/forward/search, explain, total) and
+the same figures plus the JSON encode as a `Server-Timing` header, so where a request's time goes can be
+read off any answer.
+
 No `from __future__ import annotations` here: Serve rebuilds the route methods' signatures, and
 FastAPI must see real classes (a string "Request" would turn into a required body field).
 """
@@ -18,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -26,7 +33,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.requests import APIError, explain_query, localize_query, prepare_images
+from serve.requests import APIError, explain_query, jpegs, localize_query, prepare_images
 from serve.settings import API_TOKEN_ENV, MAX_K, ServeArgs
 
 log = logging.getLogger("ray.serve")
@@ -113,6 +120,21 @@ api = FastAPI(
 api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
 
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def _timed_json(body: dict[str, Any], timings: dict[str, float]) -> JSONResponse:
+    """The JSON answer, with `timings` and the time its own encoding took as a Server-Timing header."""
+    encoding = time.perf_counter()
+    response = JSONResponse(body)
+    steps = {**timings, "json": _ms(time.perf_counter() - encoding)}
+    response.headers["Server-Timing"] = ", ".join(
+        f"{name};dur={value}" for name, value in steps.items() if name != "batch"
+    )
+    return response
+
+
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(APIError(status, code, message, field).body(), status_code=status)
 
@@ -182,13 +204,13 @@ class Ingress:
             self._encoder_info = await self.encoder.describe.remote()
         return self._encoder_info
 
-    async def _prepared(self, images: list[bytes], modality: str, field: str = "image") -> list[bytes]:
+    async def _prepared(self, images: list[bytes], modality: str, field: str = "image") -> list[np.ndarray]:
         size = tuple((await self._encoder())["sizes"][modality])
         return await prepare_images(images, size, self.args.limits, field)
 
     async def _explanation(
         self,
-        jpegs: list[bytes],
+        pixels: list[np.ndarray],
         modality: str,
         language: str,
         context: dict[str, Any],
@@ -199,12 +221,13 @@ class Ingress:
         if tile is not None:
             satellite = tile["image"]
         else:
-            satellite = (await self._prepared([satellite], "satellite", "satellite"))[0]
-        evidence = await self.encoder.evidence.remote(jpegs, modality, satellite, self.args.explainer.heatmap)
+            satellite = jpegs(await self._prepared([satellite], "satellite", "satellite"))[0]
+        query = jpegs(pixels)  # evidence and explainer take image bytes: the JPEGs process_image would make
+        evidence = await self.encoder.evidence.remote(query, modality, satellite, self.args.explainer.heatmap)
         # threshold, calibration, fitted confidence, quality (no verdict on an index that cannot tell
         # places apart), rank, margin, depth: all from the version that also gave the tile
         evidence.update(context["evidence"])
-        answer = await self.explainer.explain.remote(jpegs, satellite, modality, language, evidence)
+        answer = await self.explainer.explain.remote(query, satellite, modality, language, evidence)
         answer["tile_id"] = tile["tile_id"] if tile is not None else None
         if tile is not None:
             answer["lat"], answer["lon"] = tile["lat"], tile["lon"]
@@ -238,23 +261,37 @@ class Ingress:
         started = time.perf_counter()
         self._authorize(request)
         query = await localize_query(request, self.args.limits, self.args.default_k)
-        jpegs = await self._prepared(query.images, query.modality)
-        vector = await self.encoder.embed.remote((query.modality, jpegs))
-        # with explain, the top candidate's context comes from the same call, so the same index version
-        found = await self.index.search.remote(vector, query.k, query.modality if query.explain else None)
+        parsed = time.perf_counter()
+        pixels = await self._prepared(query.images, query.modality)
+        prepared = time.perf_counter()
+        # one hop: the encoder embeds (batched) and searches; with explain, the top candidate's context
+        # comes from the same search, so the same index version
+        found = await self.encoder.localize.remote(
+            query.modality, pixels, query.k, query.modality if query.explain else None
+        )
+        searched = time.perf_counter()
         body: dict[str, Any] = {
             "modality": query.modality,
-            "images": len(jpegs),
+            "images": len(pixels),
             "k": query.k,
             "candidates": found["candidates"],
             **self._labels(found, await self._encoder()),
         }
+        timings = {
+            "parse": _ms(parsed - started),
+            "prepare": _ms(prepared - parsed),
+            "encoder_call": _ms(searched - prepared),
+            **found["timings_ms"],
+        }
         if "context" in found:
             body["explanation"] = await self._explanation(
-                jpegs, query.modality, query.language, found["context"]
+                pixels, query.modality, query.language, found["context"]
             )
-        body["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
-        return JSONResponse(body)
+            timings["explain"] = _ms(time.perf_counter() - searched)
+        timings["total"] = _ms(time.perf_counter() - started)
+        body["took_ms"] = round(timings["total"], 1)
+        body["timings_ms"] = timings
+        return _timed_json(body, timings)
 
     @api.post(
         "/v1/explain", openapi_extra=_EXPLAIN_BODY, summary="Is this photo of that tile's place, and why"
@@ -263,14 +300,14 @@ class Ingress:
         started = time.perf_counter()
         self._authorize(request)
         query = await explain_query(request, self.args.limits)
-        jpegs = await self._prepared(query.images, query.modality)
-        vector = await self.encoder.embed.remote((query.modality, jpegs))
+        pixels = await self._prepared(query.images, query.modality)
+        vector = await self.encoder.embed.remote((query.modality, pixels))
         context = await self.index.context.remote(vector, query.modality, query.tile_id)
         if query.tile_id is not None and context["tile"] is None:
             raise APIError(
                 404, "unknown_tile", f"tile {query.tile_id!r} is not in the served index", "tile_id"
             )
-        answer = await self._explanation(jpegs, query.modality, query.language, context, query.satellite)
+        answer = await self._explanation(pixels, query.modality, query.language, context, query.satellite)
         answer["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return JSONResponse(answer)
 

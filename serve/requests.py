@@ -1,9 +1,13 @@
 """Turn an untrusted HTTP request into a checked query, or into a 4xx with a JSON body that says why.
 
 Bodies are read under a byte cap before anything is parsed (Content-Length first, then the stream), and
-every image goes through the same `process_image` as corpus preparation: header-only size checks before
-decoding (decompression bombs), truncation is an error, and the output is a JPEG at the encoder's input
-size, so what reaches the model is always well formed and small.
+every image goes through the checks and steps of corpus preparation's `process_image` (header-only size
+checks before decoding against decompression bombs, truncation is an error, EXIF orientation, RGB, a
+bicubic resize to the encoder's input size) but stops before its JPEG encode: the answer is the
+(H, W, 3) uint8 array the encoder's transform would have decoded, so the encoder gets ready input (no
+re-encode here and re-decode there) and what reaches the model is always well formed and small. The
+explain paths, whose evidence and explainer take image bytes, encode those arrays once (`jpegs`), as
+`process_image` would have.
 """
 
 from __future__ import annotations
@@ -11,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 
 from gleam.corpus.config import ImageLimits
-from gleam.corpus.images import process_image
+from gleam.corpus.images import ProcessedImage, decode_resized
 from gleam.corpus.schema import Modality
 from serve.settings import MAX_K, UploadLimits
 
 LANGUAGES = ("en", "zh")
+INLINE_DECODE_BYTES = 64 * 1024  # a single upload up to this size is decoded without a thread hop
 QUERY_MODALITIES = tuple(m.value for m in Modality.query_modalities())
 # process_image's reject reason -> (HTTP status, what to tell the client)
 _IMAGE_STATUS = {
@@ -286,19 +294,34 @@ async def explain_query(request: Request, limits: UploadLimits) -> ExplainQuery:
 # --- images ---------------------------------------------------------------------------------------------
 
 
-def _prepare_one(data: bytes, size: tuple[int, int], limits: ImageLimits, field: str) -> bytes:
-    processed = process_image(data, size, limits)
-    if processed.ok:
-        assert processed.image is not None
-        return processed.image
-    status, says = _IMAGE_STATUS.get(processed.reason or "", (422, "cannot be used"))
-    raise APIError(status, processed.reason or "invalid_image", f"{field} {says}: {processed.detail}", field)
+def decode_checked(data: bytes, size: tuple[int, int], limits: ImageLimits) -> np.ndarray | ProcessedImage:
+    """`process_image` up to its JPEG encode: an (h, w, 3) uint8 array at `size` (w, h), or the reject.
+
+    Same checks, decode and resize (`gleam.corpus.images.decode_resized`), so the array is the one
+    `process_image`'s JPEG would be encoded from; no sha256 (nothing is de-duplicated here), no encode.
+    """
+    rgb = decode_resized(data, size, limits)
+    if isinstance(rgb, ProcessedImage):
+        return rgb
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _prepare_one(data: bytes, size: tuple[int, int], limits: ImageLimits, field: str) -> np.ndarray:
+    decoded = decode_checked(data, size, limits)
+    if isinstance(decoded, np.ndarray):
+        return decoded
+    status, says = _IMAGE_STATUS.get(decoded.reason or "", (422, "cannot be used"))
+    raise APIError(status, decoded.reason or "invalid_image", f"{field} {says}: {decoded.detail}", field)
 
 
 async def prepare_images(
     images: list[bytes], size: tuple[int, int], limits: UploadLimits, field: str = "image"
-) -> list[bytes]:
-    """Checked, decoded and resized to `size` (w, h) JPEGs, off the event loop; the first bad one is a 4xx."""
+) -> list[np.ndarray]:
+    """Checked, decoded and resized to `size` (w, h) uint8 arrays; the first bad one is a 4xx.
+
+    A single small image is decoded on the event loop (a thread hop costs more than its decode); larger
+    uploads and sets go to threads, so a 10 MB photo never blocks other requests.
+    """
     image_limits = ImageLimits(
         min_side=limits.min_side,
         max_side=limits.max_side,
@@ -306,6 +329,8 @@ async def prepare_images(
         max_bytes=limits.max_image_bytes,
     )
     names = [f"{field}[{n}]" if len(images) > 1 else field for n in range(len(images))]
+    if len(images) == 1 and len(images[0]) <= INLINE_DECODE_BYTES:
+        return [_prepare_one(images[0], size, image_limits, names[0])]
     return list(
         await asyncio.gather(
             *(
@@ -314,3 +339,13 @@ async def prepare_images(
             )
         )
     )
+
+
+def jpegs(arrays: list[np.ndarray], quality: int = ImageLimits().jpeg_quality) -> list[bytes]:
+    """Prepared arrays -> the JPEGs `process_image` would have made of them (for evidence and explainer)."""
+    out = []
+    for array in arrays:
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        out.append(buffer.getvalue())
+    return out

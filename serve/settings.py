@@ -18,10 +18,11 @@ MAX_K = 100
 
 
 class BatchSettings(StrictModel):
-    """`@serve.batch` of the query encoder; max_batch_size 1 turns batching off."""
+    """`@serve.batch` of the query encoder; max_batch_size 1 turns batching off. With no wait (0), a batch
+    is whatever queued while the previous one ran: no added latency when idle, full batches under load."""
 
     max_batch_size: int = Field(16, ge=1, le=512)
-    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class UploadLimits(StrictModel):
@@ -50,6 +51,11 @@ class ServeArgs(StrictModel):
     poll_seconds: float = Field(10.0, ge=0.0, description="how often CURRENT is checked; 0 = never")
     default_k: int = Field(5, ge=1, le=MAX_K)
     batching: BatchSettings = Field(default_factory=BatchSettings)
+    colocated_search: bool = Field(
+        True,
+        description="each QueryEncoder replica holds the index and searches its batches itself (no hop);"
+        " false for an index too large to hold in every encoder replica: one SatelliteIndex call per batch",
+    )
     limits: UploadLimits = Field(default_factory=UploadLimits)
     explainer: ExplainerSettings = Field(default_factory=ExplainerSettings)
 

@@ -20,7 +20,6 @@ import requests
 from PIL import Image
 
 from gleam.corpus.config import ImageLimits
-from gleam.corpus.images import process_image
 from gleam.corpus.reader import open_corpus
 from gleam.explain.confidence import POOLED, ConfidenceModel
 from gleam.index.catalog import open_index
@@ -29,6 +28,7 @@ from gleam.index.layout import IndexLocation
 from gleam.index.publish import point_current
 from gleam.model import weights
 from gleam.model.transforms import eval_batch
+from serve.requests import decode_checked
 from serve.run import load_config, start
 from tests.support import bad_images
 from tests.support.serving import ServedWorld, free_port, index_config, serve_args, served_world
@@ -69,9 +69,10 @@ def localize_files(url: str, images: list[bytes], **fields: Any) -> requests.Res
 
 
 def expected_top(world: ServedWorld, query: bytes, modality: str, k: int) -> tuple[list[str], np.ndarray]:
-    """The same answer computed in this process: prepare, embed, search the published index."""
+    """The same answer computed in this process: prepare (the ingress's decode to a uint8 array), embed,
+    search the published index."""
     encoder, spec, info = weights.load(world.encoder)
-    prepared = process_image(query, spec.size(modality), ImageLimits()).image
+    prepared = decode_checked(query, spec.size(modality), ImageLimits())
     vector = encoder(eval_batch([prepared], modality, spec)).detach().numpy()
     scores, tiles = open_index(world.store, world.index, expect_fingerprint=info.fingerprint).search(
         vector, k
@@ -100,6 +101,14 @@ def test_localize_multipart_matches_the_same_search_in_process(app_url, world, q
         position = index.position(candidate["tile_id"])
         assert candidate["lat"] == pytest.approx(index.lat[position])
         assert candidate["lon"] == pytest.approx(index.lon[position])
+    # where the time went: the ingress's steps, the encoder's inside its call, and the same as Server-Timing
+    timings = body["timings_ms"]
+    steps = ("parse", "prepare", "encoder_call", "queue", "forward", "search", "encoder", "total")
+    assert all(timings[step] >= 0 for step in steps) and timings["batch"] >= 1
+    assert timings["encoder"] <= timings["encoder_call"] <= timings["total"]
+    assert body["took_ms"] == pytest.approx(timings["total"], abs=0.05)
+    header = dict(part.strip().split(";dur=") for part in response.headers["Server-Timing"].split(","))
+    assert set(steps) | {"json"} <= set(header) and float(header["forward"]) == timings["forward"]
 
 
 def test_localize_json_set_is_fused(app_url, world, queries) -> None:
@@ -113,7 +122,7 @@ def test_localize_json_set_is_fused(app_url, world, queries) -> None:
     assert body["images"] == 2 and len(body["candidates"]) == 24
     # the fused score of each tile is its similarity to the normalised mean of the two embeddings
     encoder, spec, _ = weights.load(world.encoder)
-    prepared = [process_image(x["image"], spec.size("ground"), ImageLimits()).image for x in (a, b)]
+    prepared = [decode_checked(x["image"], spec.size("ground"), ImageLimits()) for x in (a, b)]
     vectors = encoder(eval_batch(prepared, "ground", spec)).detach().numpy()
     fused = vectors.mean(axis=0)
     fused /= np.linalg.norm(fused)
@@ -485,6 +494,25 @@ def test_the_index_health_check_fails_when_the_loaded_index_breaks(world) -> Non
         replica._active.opened.index.reset()
         with pytest.raises(RuntimeError, match="0 vectors"):
             replica.check_health()
+    finally:
+        replica.__del__()
+
+
+def test_a_batch_search_answers_each_query_as_its_own_search(world) -> None:
+    """`search_many` (the encoder's batch: several k, some explained) gives each row `search`'s answer."""
+    from serve.index import SatelliteIndex
+
+    fingerprint = open_index(world.store, world.index).encoder_fingerprint
+    replica = SatelliteIndex.func_or_class(world.store, world.index, fingerprint, poll_seconds=0)
+    try:
+        vectors = np.random.default_rng(5).standard_normal((3, replica._active.opened.dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        ks, explains = [3, 7, 3], [None, "drone", None]
+        batch = replica.search_many(vectors, ks, explains)
+        for row, answer in enumerate(batch):
+            alone = replica.search(vectors[row][None], ks[row], explains[row])
+            assert answer == alone and len(answer["candidates"]) == ks[row]
+        assert "context" in batch[1] and "context" not in batch[0]
     finally:
         replica.__del__()
 

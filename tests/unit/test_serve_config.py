@@ -54,7 +54,7 @@ def test_load_config_merges_args_and_replaces_options() -> None:
     )
     application = config["applications"][0]
     assert application["args"]["index"] == "region"
-    assert application["args"]["batching"] == {"max_batch_size": 1, "batch_wait_timeout_s": 0.005}
+    assert application["args"]["batching"] == {"max_batch_size": 1, "batch_wait_timeout_s": 0.0}
     assert config["http_options"]["port"] == 9123
     by_name = {d["name"]: d for d in application["deployments"]}
     assert by_name["Ingress"]["ray_actor_options"] == {"num_cpus": 0.2}

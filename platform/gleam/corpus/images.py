@@ -125,9 +125,14 @@ def _decode(image: Image.Image, target: tuple[int, int]) -> Image.Image:
     return to_rgb(image)
 
 
-def process_image(data: bytes, target: tuple[int, int], limits: ImageLimits) -> ProcessedImage:
-    """Validate, decode, orient, convert and resize to exactly `target` (width, height); encode JPEG."""
-    sha = hashlib.sha256(data).hexdigest()
+def decode_resized(
+    data: bytes, target: tuple[int, int], limits: ImageLimits, sha: str = ""
+) -> Image.Image | ProcessedImage:
+    """Validate, decode, orient, convert and resize to exactly `target` (width, height), or the reject.
+
+    `process_image` is this plus its JPEG encode; the serving ingress uses it alone, so an upload reaches
+    the encoder as the pixels a prepared corpus image was encoded from, with the same checks and rejects.
+    """
     if not data:
         return _reject(sha, RejectReason.EMPTY_FILE, "0 bytes")
     if len(data) > limits.max_bytes:
@@ -143,8 +148,17 @@ def process_image(data: bytes, target: tuple[int, int], limits: ImageLimits) -> 
         return _reject(sha, RejectReason.PIXEL_LIMIT, str(exc))
     except Exception as exc:  # truncated data, broken streams, plugin bugs: all a decode error
         return _reject(sha, RejectReason.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if rgb.size != tuple(target):
+        rgb = rgb.resize(tuple(target), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return rgb
+
+
+def process_image(data: bytes, target: tuple[int, int], limits: ImageLimits) -> ProcessedImage:
+    """Validate, decode, orient, convert and resize to exactly `target` (width, height); encode JPEG."""
+    sha = hashlib.sha256(data).hexdigest()
+    rgb = decode_resized(data, target, limits, sha)
+    if isinstance(rgb, ProcessedImage):
+        return rgb
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=limits.jpeg_quality)
     return ProcessedImage(sha256=sha, image=buffer.getvalue(), width=target[0], height=target[1])

@@ -72,6 +72,9 @@ def decode(image: ImageInput, size: Size | None = None) -> Image.Image:
 
 def load_resized(image: ImageInput, size: Size) -> np.ndarray:
     """Decode and resize to (width, height): an (H, W, 3) uint8 array."""
+    if isinstance(image, np.ndarray) and image.shape[:2] == (size[1], size[0]):
+        # ready input (the served query, prepared by the ingress): what the PIL round trip would give
+        return np.array(_as_rgb_array(image), dtype=np.uint8)
     pil = decode(image, size)
     if pil.size != tuple(size):
         pil = pil.resize(tuple(size), Image.BILINEAR)
