@@ -354,6 +354,19 @@ def _current_version(url: str) -> str:
     return requests.get(f"{url}/healthz", timeout=30).json()["index"]["version"]
 
 
+def _wait_until_serving(url: str, version: str, image: bytes, seconds: float = 30) -> bool:
+    """True once both copies of the index answer from `version`: the SatelliteIndex deployment (/healthz,
+    tiles, explanations) and the encoder's own (`colocated_search`: /v1/localize). Each follows CURRENT
+    on its own poll, so right after CURRENT moves they may differ for up to `poll_seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answer = localize_files(url, [image], modality="drone", k="1")
+        if _current_version(url) == version and answer.json()["index"]["version"] == version:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_hot_swap_under_load_drops_no_request(app_url, world, queries, tmp_path: Path) -> None:
     """Plain and explained /v1/localize requests flow while a new version is published: none fails, and
     every explained answer takes its tile, calibration and version from the one version it names."""
@@ -406,7 +419,7 @@ def test_hot_swap_under_load_drops_no_request(app_url, world, queries, tmp_path:
     switched = min(finished for _, finished, version in seen if version == rebuilt.version)
     late = {version for started, _, version in seen if started > switched}
     assert late == {rebuilt.version}, "a request started after the swap was answered from the old version"
-    assert _current_version(app_url) == rebuilt.version
+    assert _wait_until_serving(app_url, rebuilt.version, query["image"])
     metas[rebuilt.version] = open_index(world.store, world.index, rebuilt.version).meta
     assert metas[before]["calibration"] != metas[rebuilt.version]["calibration"]  # the check can tell
     assert {body["index"]["version"] for body in explained} == set(metas), "no explained request on one side"
@@ -456,11 +469,9 @@ def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
         own.update(accuracy=0.5, at_chance=True)
     Path(meta_uri).write_text(json.dumps(meta))
     point_current(location, version)
+    query = query_of(queries, "drone")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _current_version(app_url) != version:
-            time.sleep(0.2)
-        query = query_of(queries, "drone")
+        assert _wait_until_serving(app_url, version, query["image"])
         response = localize_files(app_url, [query["image"]], modality="drone", k="3", explain="true")
         assert response.status_code == 200, response.text
         body = response.json()
@@ -477,10 +488,7 @@ def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
         assert zh["match"] is None and "无法区分不同地点" in zh["reasoning"]
     finally:
         point_current(location, serving)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and _current_version(app_url) != serving:
-        time.sleep(0.2)
-    assert _current_version(app_url) == serving
+    assert _wait_until_serving(app_url, serving, query["image"])
 
 
 def test_the_index_health_check_fails_when_the_loaded_index_breaks(world) -> None:
@@ -515,6 +523,34 @@ def test_a_batch_search_answers_each_query_as_its_own_search(world) -> None:
         assert "context" in batch[1] and "context" not in batch[0]
     finally:
         replica.__del__()
+
+
+def test_an_encoder_without_its_own_index_searches_through_satellite_index(app_url, world, queries) -> None:
+    """`colocated_search: false` (the GPU config): the encoder sends its batch to the SatelliteIndex
+    deployment in one `search_many` call, and the answers equal the in-process search."""
+    import asyncio
+
+    from ray import serve
+
+    from serve.encoder import QueryEncoder
+    from serve.run import APP_NAME
+
+    index = serve.get_deployment_handle("SatelliteIndex", app_name=APP_NAME)
+    pinned, fingerprint = weights.pin(world.encoder)
+    encoder = QueryEncoder.func_or_class(pinned, fingerprint, {"max_batch_size": 4}, None, None, index)
+    drone = [query_of(queries, "drone", n)["image"] for n in range(3)]
+    size = encoder.spec.size("drone")
+    arrays = [decode_checked(image, size, ImageLimits()) for image in drone]
+
+    # the batch body itself (`@serve.batch` needs a replica around it): three requests, one batch
+    batch = [("drone", [array], 5, None, time.perf_counter()) for array in arrays]
+    answers = asyncio.run(encoder._localize_batch.__wrapped__(encoder, batch))
+    for image, answer in zip(drone, answers, strict=True):
+        ids, scores = expected_top(world, image, "drone", 5)
+        assert [c["tile_id"] for c in answer["candidates"]] == ids
+        np.testing.assert_allclose([c["score"] for c in answer["candidates"]], scores, atol=1e-4)
+        assert answer["version"] == _current_version(app_url)
+    assert [answer["timings_ms"]["batch"] for answer in answers] == [3, 3, 3]
 
 
 CHROMIUM = Path("/usr/bin/chromium")
