@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from gleam.corpus.stages import WORK_SCHEMA, route_batch
+from gleam.corpus.stages import WORK_SCHEMA, route_rows
 
 
 def _row(role: str, record_id: str, tile_id: str, semi: list[str] | None = None) -> dict:
@@ -31,6 +31,6 @@ def test_semi_positives_reach_the_queries_part_remapped() -> None:
         [_row("query", "q1", "t1", ["t2", "t3"]), _row("query", "q2", "t3"), _row("tile", "t1", "t1")],
         schema=WORK_SCHEMA,
     )
-    queries = route_batch(batch, "queries", {}, {"t2": "t1"}).to_pylist()
+    queries = route_rows(batch.to_pylist(), "queries", {}, {"t2": "t1"}).to_pylist()
     assert {r["query_id"]: r["semi_positives"] for r in queries} == {"q1": ["t1", "t3"], "q2": None}
-    assert "semi_positives" not in route_batch(batch, "tiles", {}, {}).column_names
+    assert "semi_positives" not in route_rows(batch.to_pylist(), "tiles", {}, {}).column_names

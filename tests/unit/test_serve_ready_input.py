@@ -93,3 +93,34 @@ def _png(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_only_a_small_jpeg_is_decoded_on_the_event_loop() -> None:
+    """A small PNG may declare tens of megapixels (flat colour compresses ~1000:1): it, like any set or
+    large upload, is decoded in a thread so it cannot stall the ingress's other requests."""
+    import threading
+
+    from serve import requests as serve_requests
+    from serve.settings import UploadLimits
+
+    flat = io.BytesIO()
+    Image.new("RGB", (2000, 2000), (30, 90, 60)).save(flat, format="PNG", optimize=True)
+    assert len(flat.getvalue()) < serve_requests.INLINE_DECODE_BYTES  # small bytes, 4 Mpx to decode
+    seen: list[str] = []
+    decode = serve_requests._prepare_one
+
+    def recording(*args: object) -> np.ndarray:
+        seen.append(threading.current_thread().name)
+        return decode(*args)
+
+    async def prepare(data: bytes) -> np.ndarray:
+        return (await serve_requests.prepare_images([data], SIZE, UploadLimits()))[0]
+
+    original, serve_requests._prepare_one = serve_requests._prepare_one, recording
+    try:
+        small_jpeg = asyncio.run(prepare(bad_images.jpeg((96, 64), seed=3)))
+        small_png = asyncio.run(prepare(flat.getvalue()))
+    finally:
+        serve_requests._prepare_one = original
+    assert small_jpeg.shape == small_png.shape == (SIZE[1], SIZE[0], 3)
+    assert seen[0] == threading.main_thread().name and seen[1] != threading.main_thread().name

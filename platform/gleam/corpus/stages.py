@@ -2,7 +2,7 @@
 
 `decode_batch` reads and processes images (I/O on a few threads, decoding on the task's CPU) and keeps
 every row, turning failures into reasons; a raster window URI (`gleam.corpus.raster_uri`) is read as
-that window of its GeoTIFF. `route_batch` selects the rows of one output and shapes them to its schema.
+that window of its GeoTIFF. `route_rows` selects the rows of one output and shapes them to its schema.
 `decode_block` does both for one input block and writes the routed rows to the work area, one file per
 output, so routing streams with the decode instead of a second pass over every image; it hands back
 only metadata. `reroute` applies the driver's late decisions to the few blocks they touch.
@@ -143,22 +143,13 @@ def decode_batch(
     return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
 
 
-def route_batch(
-    batch: pa.Table,
-    output: str,
-    late_rejects: dict[str, tuple[str, str]],
-    tile_remap: dict[str, str],
-) -> pa.Table:
-    """Rows of one output ("tiles", "queries" or "rejects"), with the resolution step's decisions applied."""
-    return _route_rows(batch.to_pylist(), output, late_rejects, tile_remap)
-
-
-def _route_rows(
+def route_rows(
     batch_rows: list[dict[str, Any]],
     output: str,
     late_rejects: dict[str, tuple[str, str]],
     tile_remap: dict[str, str],
 ) -> pa.Table:
+    """Rows of one output ("tiles", "queries" or "rejects"), with the resolution step's decisions applied."""
     rows = []
     for row in (dict(r) for r in batch_rows):
         late = late_rejects.get(f"{row['role']}:{row['record_id']}")
@@ -228,7 +219,7 @@ def decode_block(
     parts = [part_of(r["role"], r["reason"]) for r in rows]
     for part in PARTS:
         if part in parts:
-            write_parquet(_route_rows(rows, part, {}, {}), work_file(work_uri, stem, part), image_codec)
+            write_parquet(route_rows(rows, part, {}, {}), work_file(work_uri, stem, part), image_codec)
     meta = work.drop_columns(list(META_DROP))
     meta = meta.append_column(FILE, pa.array([stem] * work.num_rows, pa.string()))
     return meta.append_column(PART, pa.array(parts, pa.string()))
@@ -255,4 +246,4 @@ def reroute(
             elif part == "queries":
                 row.update(role=Role.QUERY.value, record_id=row["query_id"])
             rows.append(row)
-    return {part: _route_rows(rows, part, late_rejects, tile_remap) for part in PARTS}
+    return {part: route_rows(rows, part, late_rejects, tile_remap) for part in PARTS}
