@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -55,10 +56,29 @@ def bad_corpus(tmp_path: Path) -> tuple[Path, dict[str, str | None]]:
     return corpus.write_manifest(), expected
 
 
+def with_geometry(manifest: Path, gsd_m: dict[str, str], set_ids: dict[str, str]) -> Path:
+    """The manifest with the optional gsd_m (by tile file, on its first row) and set_id (by query file)."""
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    seen: set[str] = set()
+    for row in rows:
+        tile, query = Path(row["tile_uri"]).name, Path(row["query_uri"]).name
+        row["gsd_m"] = gsd_m.get(tile, "") if tile not in seen else ""
+        row["set_id"] = set_ids.get(query, "")
+        seen.add(tile)
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
 def test_every_bad_input_is_quarantined_with_its_reason(
     ray_cluster, bad_corpus, tmp_path: Path, experiment_name: str, mlflow_client
 ) -> None:
     manifest_path, expected = bad_corpus
+    # tiles are 80 x 80 px files prepared at 64 x 64: t1's 0.25 m/px becomes 0.3125 m/px
+    with_geometry(manifest_path, {"t1.jpg": "0.25"}, {"ok.jpg": "walk", "cmyk.jpg": "walk"})
     config = config_for(manifest_path, str(tmp_path / "out"), experiment_name)
     result = prepare(config)
     counts = result.manifest["counts"]
@@ -89,6 +109,17 @@ def test_every_bad_input_is_quarantined_with_its_reason(
         assert image.mode == "RGB" and image.size == wanted[row["modality"]] == (row["width"], row["height"])
     for row in tiles.values():
         assert Image.open(BytesIO(row["image"])).size == (64, 64)
+    # tile geometry and sets: gsd_m scaled by the resize, set_id carried, null where the manifest is empty
+    assert {storage.basename(t["source_uri"]): t["gsd_m"] for t in tiles.values()} == {
+        "t1.jpg": 0.3125,
+        "t2.jpg": None,
+        "t3.jpg": None,
+        "t4.jpg": None,
+    }
+    assert {name: q["set_id"] for name, q in queries.items() if q["set_id"]} == {
+        "ok.jpg": "manifest_walk",
+        "cmyk.jpg": "manifest_walk",
+    }
 
     run = mlflow_client.search_runs(
         [mlflow_client.get_experiment_by_name(experiment_name).experiment_id], max_results=5

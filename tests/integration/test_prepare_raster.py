@@ -90,6 +90,7 @@ def check_corpus(corpus_uri: str, manifest: dict, array: np.ndarray, local_tif: 
             (lon,), (lat,) = reproject_points("EPSG:32633", "EPSG:4326", [x], [y])
             assert (row["lat"], row["lon"]) == (pytest.approx(lat, abs=1e-9), pytest.approx(lon, abs=1e-9))
             assert 47.3 < row["lat"] < 47.5 and 14.5 < row["lon"] < 14.6
+            assert row["gsd_m"] == pytest.approx(PIXEL, rel=5e-3)  # no resize: the raster's pixel size
             expected = np.moveaxis(
                 array[:, w.row_off : w.row_off + TILE, w.col_off : w.col_off + TILE], 0, -1
             )

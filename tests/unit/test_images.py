@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from gleam.corpus.config import ImageLimits
-from gleam.corpus.images import process_image
+from gleam.corpus.images import prepared_gsd, process_image
 from tests.support import bad_images
 
 LIMITS = ImageLimits(min_side=16, max_side=30_000, max_pixels=50_000_000)
@@ -104,3 +104,23 @@ def test_sha256_is_of_the_original_bytes() -> None:
     data = bad_images.jpeg()
     assert process_image(data, TARGET, LIMITS).sha256 == hashlib.sha256(data).hexdigest()
     assert process_image(b"", TARGET, LIMITS).sha256 == hashlib.sha256(b"").hexdigest()
+
+
+def test_the_source_size_is_the_full_image_after_orientation() -> None:
+    """What a listed gsd_m refers to: the file's pixels, not the JPEG draft's reduced decode."""
+    big = process_image(bad_images.jpeg((1024, 512)), (128, 64), LIMITS)  # decoded via draft at 1/4
+    assert (big.source_width, big.source_height, big.width, big.height) == (1024, 512, 128, 64)
+    turned = process_image(bad_images.exif_rotated_jpeg((96, 48)), (40, 80), LIMITS)
+    assert (turned.source_width, turned.source_height) == (48, 96)  # displayed portrait
+    png = process_image(bad_images.png_with_alpha((64, 64)), (32, 32), LIMITS)
+    assert (png.source_width, png.source_height) == (64, 64)
+    assert process_image(b"", TARGET, LIMITS).source_width == 0
+
+
+def test_prepared_gsd_scales_with_the_resize_and_is_unknown_when_pixels_stop_being_square() -> None:
+    assert prepared_gsd(0.5, (640, 640), (256, 256)) == pytest.approx(1.25)  # shrunk: larger pixels
+    assert prepared_gsd(2.0, (100, 50), (200, 100)) == pytest.approx(1.0)  # enlarged, aspect kept
+    assert prepared_gsd(0.5, (641, 640), (256, 256)) == pytest.approx(0.5 * 641 / 256)  # within 1 %
+    assert prepared_gsd(0.5, (640, 480), (256, 256)) is None  # stretched: not square any more
+    assert prepared_gsd(None, (640, 640), (256, 256)) is None
+    assert prepared_gsd(0.5, (0, 0), (256, 256)) is None

@@ -30,22 +30,26 @@ def _listing(root: Path) -> pa.Table:
     for name, data in files.items():
         (root / name).write_bytes(data)
 
-    def row(role: str, record_id: str, tile_id: str, modality: str) -> dict:
-        return dict.fromkeys(LISTING_SCHEMA.names) | {
-            "role": role,
-            "record_id": record_id,
-            "tile_id": tile_id,
-            "modality": modality,
-            "location_id": tile_id,
-            "split": "train",
-            "source": "test",
-            "source_uri": str(root / f"{record_id}.jpg"),
-        }
+    def row(role: str, record_id: str, tile_id: str, modality: str, **extra: object) -> dict:
+        return (
+            dict.fromkeys(LISTING_SCHEMA.names)
+            | extra
+            | {
+                "role": role,
+                "record_id": record_id,
+                "tile_id": tile_id,
+                "modality": modality,
+                "location_id": tile_id,
+                "split": "train",
+                "source": "test",
+                "source_uri": str(root / f"{record_id}.jpg"),
+            }
+        )
 
     rows = [
-        row("tile", "t1", "t1", "satellite"),
+        row("tile", "t1", "t1", "satellite", gsd_m=0.5),  # 64 px of 0.5 m -> 32 px of 1 m
         row("tile", "t2", "t2", "satellite"),
-        row("query", "q1", "t1", "drone"),
+        row("query", "q1", "t1", "drone", set_id="s1"),
         row("query", "q2", "t2", "drone"),
         row("query", "bad", "t1", "drone"),
     ]
@@ -87,6 +91,8 @@ def test_a_block_is_written_routed_and_only_touched_blocks_are_rewritten(tmp_pat
     assert out["tiles"]["tile_id"].to_pylist() == ["t1"]
     queries, rejects = out["queries"].to_pylist(), out["rejects"].to_pylist()
     assert {r["query_id"]: r["tile_id"] for r in queries} == {"q1": "t1", "q2": "t1"}
+    assert {r["query_id"]: r["set_id"] for r in queries} == {"q1": "s1", "q2": None}
+    assert out["tiles"]["gsd_m"].to_pylist() == [1.0]  # scaled by the resize, once (not again on reroute)
     reasons = sorted((r["record_id"], r["reason"]) for r in rejects)
     assert reasons == [("bad", "not_an_image"), ("t2", "duplicate")]
     assert all(out[part].schema.equals(OUTPUT_SCHEMAS[part]) for part in out)
@@ -115,3 +121,40 @@ def test_block_sizes() -> None:
     assert _block_rows(1800, 4, 10, 2) == 4  # batch_size when given
     assert _block_rows(10_000_000, 4, 10_000, 2) == 5000  # never over MAX_INPUT_BLOCKS blocks
     assert _block_rows(0, None, 2000, 2) == 1
+
+
+def test_a_corpus_prepared_before_gsd_m_and_set_id_reads_them_as_nulls(tmp_path: Path) -> None:
+    """Older corpora lack the later columns; asking for them gives nulls of the schema's type."""
+    import json
+
+    from gleam.corpus.reader import open_corpus
+
+    old = {part: pa.schema([f for f in OUTPUT_SCHEMAS[part] if f.name not in LATER]) for part in LATER_PARTS}
+    (tmp_path / "tiles").mkdir()
+    (tmp_path / "queries").mkdir()
+    required = {"image": b"x", "height": 1, "width": 1, "source": "s", "split": "test", "sha256": "0"}
+    rows = [{"tile_id": "t1", "lat": 47.0}, {"tile_id": "t2"}]
+    tiles = pa.Table.from_pylist([required | {"source_uri": "u"} | r for r in rows], schema=old["tiles"])
+    pq.write_table(tiles, tmp_path / "tiles" / "a.parquet")
+    pq.write_table(old["queries"].empty_table(), tmp_path / "queries" / "empty.parquet")
+    files = {"tiles": ["a.parquet"], "queries": ["empty.parquet"], "rejects": []}
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": files}))
+    corpus = open_corpus(str(tmp_path))
+    assert not corpus.has_column("tiles", "gsd_m") and corpus.has_column("tiles", "lat")
+    got = corpus.read("tiles", ["gsd_m", "tile_id", "lat"])
+    assert got.column_names == ["gsd_m", "tile_id", "lat"]
+    assert got.schema.field("gsd_m").type == pa.float64()
+    assert got.to_pylist() == [
+        {"gsd_m": None, "tile_id": "t1", "lat": 47.0},
+        {"gsd_m": None, "tile_id": "t2", "lat": None},
+    ]
+    assert corpus.read("tiles", ["gsd_m"]).to_pylist() == [{"gsd_m": None}] * 2  # no present column
+    filtered = corpus.read("tiles", ["tile_id", "gsd_m"], filter=pa.compute.field("tile_id") == "t2")
+    assert filtered.to_pylist() == [{"tile_id": "t2", "gsd_m": None}]
+    queries = corpus.read("queries", ["query_id", "set_id", "semi_positives"])
+    assert queries.num_rows == 0 and queries.schema.field("set_id").type == pa.string()
+    assert "gsd_m" not in corpus.read("tiles").column_names  # all columns: what the files hold
+
+
+LATER = ("gsd_m", "set_id", "semi_positives")
+LATER_PARTS = ("tiles", "queries")

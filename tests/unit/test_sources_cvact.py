@@ -83,6 +83,7 @@ def test_pairs_panoramas_with_tiles_by_id(root: Path, no_image_reads: None) -> N
         ("tile", f"{A}_satView_polish.png", "duplicate"),
     ]
     assert len(records) == 9
+    assert {r.gsd_m for r in records} == {None}  # no settled ground resolution: unknown, not guessed
 
 
 def test_uris_and_details(root: Path) -> None:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from gleam.corpus.sources import SourceLayoutError, list_records
+from gleam.corpus.sources import SourceLayoutError, list_records, to_table
 from gleam.corpus.sources.manifest import ManifestSource
 from gleam.corpus.sources.world import WorldSource
 from gleam.corpus.world.layout import MANIFEST_FILE, MARKER_FILE
@@ -195,6 +195,65 @@ def test_optional_columns_may_be_absent_and_extra_ones_are_ignored(tmp_path: Pat
     assert [(r.role, r.record_id, r.split, r.lat) for r in records] == [
         ("tile", "mine_t", None, None),
         ("query", "mine_drone_q", None, None),
+    ]
+
+
+GEOMETRY = [*COLUMNS, "gsd_m", "set_id"]
+
+
+def test_gsd_m_describes_the_tile_and_set_id_the_query(tmp_path: Path) -> None:
+    """The first row naming a tile sets its gsd_m (metres per pixel of the file); set_id is the query's."""
+    g = ["", "", "", ""]  # no location_id, lat, lon, split
+    rows = [
+        ["", "", "t/a.jpg", *g, "0.5", ""],  # 1: tile row, 0.5 m/px
+        ["q/a1.jpg", "drone", "t/a.jpg", *g, "", "s1"],  # 2: gsd_m empty: the tile keeps 0.5
+        ["q/a2.jpg", "drone", "t/a.jpg", *g, "5e-1", "s1"],  # 3: the same value written otherwise
+        ["q/b1.jpg", "ground", "t/b.jpg", *g, "", ""],  # 4: a single photo, a tile without gsd_m
+        ["", "", "t/c.jpg", *g, "0", ""],  # 5: bad_record: not positive
+        ["", "", "t/d.jpg", *g, "-1", ""],  # 6: bad_record: negative
+        ["", "", "t/e.jpg", *g, "inf", ""],  # 7: bad_record: not finite
+        ["", "", "t/f.jpg", *g, "half", ""],  # 8: bad_record: not a number
+        ["q/a3.jpg", "drone", "t/a.jpg", *g, "0.6", ""],  # 9: bad_record: conflicts with row 1
+        ["q/b2.jpg", "drone", "t/b.jpg", *g, "0.3", ""],  # 10: bad_record: row 4 described t/b without
+        ["", "", "t/g.jpg", *g, "", "s2"],  # 11: bad_record: a set_id on a tile-only row
+        ["q/n.jpg", "drone", "", *g, "0.5", ""],  # 12: bad_record: gsd_m without a tile
+    ]
+    records = list_records(_source(write_csv(tmp_path / "m.csv", rows, GEOMETRY)))
+    kept = {r.record_id: r for r in records if not r.rejected}
+    assert kept["manifest_t-a"].gsd_m == 0.5
+    assert kept["manifest_t-b"].gsd_m is None
+    assert kept["manifest_drone_q-a1"].set_id == kept["manifest_drone_q-a2"].set_id == "manifest_s1"
+    assert kept["manifest_ground_q-b1"].set_id is None
+    assert all(r.gsd_m is None for r in kept.values() if r.role == "query")  # gsd_m is the tile's
+    assert all(r.set_id is None for r in kept.values() if r.role == "tile")
+    bad = {r.detail.split(":")[0]: r.detail for r in records if r.reason == "bad_record"}
+    assert sorted(bad, key=lambda d: int(d.split()[1])) == [f"row {n}" for n in (5, 6, 7, 8, 9, 10, 11, 12)]
+    assert "positive" in bad["row 5"] and "positive" in bad["row 6"]
+    assert "finite" in bad["row 7"] and "not a number" in bad["row 8"]
+    assert "conflicts with 0.5" in bad["row 9"] and "row 1" in bad["row 9"]
+    assert "none given" in bad["row 10"]
+    assert "set_id" in bad["row 11"] and "gsd_m" in bad["row 12"]
+    assert not any(r.record_id in ("manifest_t-c", "manifest_t-d") for r in records if not r.rejected)
+    table = to_table(records)  # the listing carries both columns
+    assert table.schema.field("gsd_m").type == pa.float64() and "set_id" in table.schema.names
+
+
+def test_parquet_gsd_m_may_be_a_float_column(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "query_uri": ["q/a.jpg", None],
+            "modality": ["drone", None],
+            "tile_uri": ["t/a.jpg", "t/b.jpg"],
+            "gsd_m": [0.25, None],
+            "set_id": ["x", None],
+        }
+    )
+    pq.write_table(table, tmp_path / "m.parquet")
+    records = list_records(_source(tmp_path / "m.parquet"))
+    assert [(r.record_id, r.gsd_m, r.set_id) for r in records] == [
+        ("manifest_t-a", 0.25, None),
+        ("manifest_t-b", None, None),
+        ("manifest_drone_q-a", None, "manifest_x"),
     ]
 
 

@@ -23,6 +23,7 @@ from gleam.corpus.raster_read import RasterReaders
 from gleam.corpus.raster_uri import WindowRef, parse_window_uri
 from gleam.corpus.sources import SourceLayoutError, list_records
 from gleam.corpus.sources.raster import RasterSource, grid_offsets
+from gleam.geo import EARTH_RADIUS_M, distance_m, pixel_to_latlon
 
 WEB_MERCATOR_R = 6378137.0
 LIMITS = ImageLimits(min_side=8)
@@ -169,6 +170,63 @@ def test_centres_in_utm_match_a_reference_point_and_pixel_geometry(tmp_path: Pat
     east = records["raster_utm_r64_c128"]
     assert east.lon - reference.lon == pytest.approx(32 / 111_319.49, rel=1e-3)
     assert east.lat == pytest.approx(0.0, abs=1e-9)
+
+
+# --- ground pixel size (gsd_m) ------------------------------------------------------------------------
+
+
+def test_gsd_in_utm_metres_is_the_pixel_width_and_round_trips_to_the_rasters_pixels(tmp_path: Path) -> None:
+    pixel = 0.5
+    transform = from_origin(500_000 - pixel * (64 + 50), pixel * (64 + 50), pixel, pixel)
+    path = write_tif(tmp_path / "utm.tif", pattern(), transform=transform)
+    records = tiles(list_records(raster(path, tile_size=100, stride=64)))
+    for record in records:
+        # |pixel width| up to UTM's scale factor and the sphere's difference from the ellipsoid
+        assert record.gsd_m == pytest.approx(pixel, rel=5e-3)
+        w = parse_window_uri(record.source_uri)
+        cols, rows = np.array([0, 99, 0, 99, 50]), np.array([0, 0, 99, 99, 20])  # pixel centres
+        xs = transform.c + pixel * (w.col_off + cols + 0.5)
+        ys = transform.f - pixel * (w.row_off + rows + 0.5)
+        lons, lats = reproject_points("EPSG:32633", "EPSG:4326", xs.tolist(), ys.tolist())
+        got = pixel_to_latlon(record.lat, record.lon, record.gsd_m, w.width, w.height, cols, rows)
+        # within 0.4 % of the distance from the centre: the sphere's two axes vs the ellipsoid's
+        offset = distance_m(lats, lons, record.lat, record.lon)
+        assert np.all(distance_m(lats, lons, *got) < 0.004 * offset + 0.01)
+
+
+def test_gsd_in_web_mercator_removes_the_latitude_stretch(tmp_path: Path) -> None:
+    pixel = 2.0  # Web Mercator "metres": ground size is pixel * cos(latitude)
+    path = write_tif(
+        tmp_path / "m.tif", pattern(), crs="EPSG:3857", transform=from_origin(950_000, 6e6, pixel, pixel)
+    )
+    for record in tiles(list_records(raster(path, tile_size=128, stride=64))):
+        ground = pixel * math.cos(math.radians(record.lat)) * EARTH_RADIUS_M / WEB_MERCATOR_R
+        assert record.gsd_m == pytest.approx(ground, rel=1e-4)
+        assert 1.3 < record.gsd_m < 1.4  # about 47 degrees north
+
+
+def test_gsd_in_feet_is_converted(tmp_path: Path) -> None:
+    # NAD83 / New York Long Island (US survey feet): one foot is 0.3048006 m, Lambert scale within 0.1 %
+    path = write_tif(
+        tmp_path / "ny.tif", pattern(), crs="EPSG:2263", transform=from_origin(990_000, 210_000, 1.0, 1.0)
+    )
+    for record in tiles(list_records(raster(path, tile_size=128))):
+        assert record.gsd_m == pytest.approx(0.3048006, rel=3e-3)
+
+
+def test_gsd_in_degrees_is_converted_at_the_tiles_latitude_or_unknown_when_not_square(tmp_path: Path) -> None:
+    lat0, step = 47.0, 1e-5  # degrees of latitude per pixel: 1.11 m
+    wide = step / math.cos(math.radians(lat0))  # degrees of longitude as wide as `step` is tall
+    square = from_origin(8.5, lat0, wide, step)
+    path = write_tif(tmp_path / "square.tif", pattern(), crs="EPSG:4326", transform=square)
+    expected = math.radians(step) * EARTH_RADIUS_M
+    records = tiles(list_records(raster(path, tile_size=128)))
+    assert records and all(r.gsd_m == pytest.approx(expected, rel=2e-3) for r in records)
+    # equal-degree pixels at 47 degrees are 0.76 m wide and 1.11 m tall: one number cannot say both
+    plain = write_tif(
+        tmp_path / "plain.tif", pattern(), crs="EPSG:4326", transform=from_origin(8.5, lat0, step, step)
+    )
+    assert [r.gsd_m for r in tiles(list_records(raster(plain, tile_size=128)))] == [None] * 6
 
 
 # --- rejects while listing ---------------------------------------------------------------------------

@@ -94,6 +94,7 @@ def test_tiles_come_from_the_preferred_folder_and_name_their_location(root: Path
     assert tiles["u1652_0103"].source_uri == str(root / "test/query_satellite/0103/0103.jpg")
     assert tiles["u1652_0003"].source_uri == str(root / "train/satellite/0003/0003.jpg")
     assert all(t.location_id == t.record_id and t.source == "u1652" for t in tiles.values())
+    assert {t.gsd_m for t in tiles.values()} == {None}  # the dataset states no ground resolution
 
 
 def test_rejects_say_why(root: Path) -> None:

@@ -147,6 +147,10 @@ def test_coordinates_uris_locations_and_details(root: Path) -> None:
     assert (tile.lat, tile.lon, tile.modality) == (41.881, -87.631, "satellite")
     assert tile.location_id == tile.record_id
     assert records[("tile", "vigor_Chicago_notes", None)].lat is None
+    # metres per pixel of the released 640 x 640 images, per city; unknown outside the benchmark's cities
+    assert tile.gsd_m == 0.111262
+    assert records[("tile", "vigor_Boston_satellite_42.36_-71.06", None)].gsd_m is None
+    assert query.gsd_m is None  # gsd_m describes tiles
     missing_file = records[("query", "vigor_pano_Chicago_pAX", "missing_file")]
     assert missing_file.source_uri == str(root / "Chicago/panorama" / pano_file("pAX"))
     assert "same_area_balanced_train.txt#L3" in missing_file.detail

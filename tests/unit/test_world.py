@@ -17,7 +17,7 @@ from gleam.corpus import world
 from gleam.corpus.schema import Modality
 from gleam.corpus.world import generate, render_drone, render_street
 from gleam.corpus.world.config import WorldConfig
-from gleam.corpus.world.layers import BUILDING, MAJOR, ROAD, Layers
+from gleam.corpus.world.layers import BUILDING, MAJOR, ROAD, WATER, Layers
 from gleam.corpus.world.layout import MANIFEST_FILE, MARKER_FILE, POSES_FILE
 from gleam.corpus.world.shading import Light
 
@@ -432,3 +432,153 @@ def test_cli_refuses_a_world_from_another_config_without_overwrite(tmp_path: Pat
     assert code == 3
     assert_one_error(output, "another config", "overwrite=true")
     assert storage.read_json(str(Path(out) / MARKER_FILE))["seed"] == 1
+
+
+# --- located worlds: query offsets, a grid gallery, sets with an odd photo out ------------------------------
+
+TINY = {"tile_size": 32, "query_size": 32, "tile_metres": 64.0, "seed": 11}
+
+
+def read_poses(root: Path) -> list[dict[str, str]]:
+    with (root / POSES_FILE).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_default_configs_keep_their_fingerprints() -> None:
+    """The later options count only when set: worlds made before them are still recognised and reused."""
+    assert world.fingerprint(WorldConfig(output="x")) == "1-17cc90e8fbbad0d3"  # measured before the options
+    small = WorldConfig(output="x", locations=3, distractors=1, seed=7, tile_size=64, query_size=48)
+    assert world.fingerprint(small) == "1-9a045237425725f0"
+    explicit = small.model_copy(update={"query_offset_m": 0.0, "gallery": "sites", "set_size": 1})
+    assert world.fingerprint(explicit) == "1-9a045237425725f0" and not explicit.located
+    for change in ({"query_offset_m": 5.0}, {"gallery": "grid", "distractors": 0}, {"set_size": 2}):
+        assert world.fingerprint(small.model_copy(update=change)) != "1-9a045237425725f0", change
+
+
+def test_located_options_are_validated() -> None:
+    cases = [
+        ({"query_offset_m": 65}, "query_offset_m 65 is more than tile_metres / 2"),
+        ({"gallery": "grid", "distractors": 2}, "distractors must be 0 with gallery: grid"),
+        ({"gallery": "grid", "grid_stride_m": 129}, "grid_stride_m 129 must be between"),
+        ({"grid_stride_m": 32}, "grid_stride_m applies to gallery: grid only"),
+        ({"set_outliers": 0.5}, "set_outliers needs set_size >= 2"),
+        ({"set_outliers": 1.5, "set_size": 2}, "set_outliers"),
+        ({"gallery": "raster"}, "gallery"),
+    ]
+    for values, message in cases:
+        with pytest.raises(gconfig.ConfigError, match=message):
+            gconfig.parse_config(WorldConfig, {"output": "x", **values})
+    assert WorldConfig(output="x", gallery="grid").stride_m == 64.0
+    shipped = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "world_located.yaml"
+    located = gconfig.load_config(WorldConfig, shipped, ["output=x"])
+    assert located.located and located.gallery == "grid" and located.set_outliers > 0
+
+
+def test_query_offsets_are_within_the_radius_on_open_ground_and_recorded(tmp_path: Path) -> None:
+    from gleam.geo import distance_m, latlon_to_offset
+
+    cfg = WorldConfig(output=str(tmp_path / "w"), locations=4, distractors=1, query_offset_m=20, **TINY)
+    world.generate_world(cfg)
+    root = Path(cfg.output)
+    columns, rows = read_manifest(root)
+    assert columns[-2:] == ["gsd_m", "set_id"]
+    tiles = [r for r in rows if not r["query_uri"]]
+    assert rows[: len(tiles)] == tiles and len(tiles) == 5  # tile rows first, distractor included
+    assert {r["gsd_m"] for r in tiles} == {"2"} and all(r["gsd_m"] == "" for r in rows[5:])
+    tile_at = {r["tile_uri"]: (float(r["lat"]), float(r["lon"])) for r in tiles}
+    poses = {p["query_uri"]: p for p in read_poses(root)}
+    city = world.build_city(cfg)
+    offsets = []
+    for r in rows[5:]:
+        pose = poses[r["query_uri"]]
+        east, north = float(pose["east_m"]), float(pose["north_m"])
+        assert (east, north) == (float(pose["place_east_m"]), float(pose["place_north_m"]))
+        apart = distance_m(float(r["lat"]), float(r["lon"]), *tile_at[r["tile_uri"]])
+        assert apart == pytest.approx(math.hypot(east, north), abs=0.02)  # within centimetres
+        seen = latlon_to_offset(*tile_at[r["tile_uri"]], float(r["lat"]), float(r["lon"]))
+        assert seen == pytest.approx((east, north), abs=0.02)  # the sign: camera = tile centre + offset
+        assert math.hypot(east, north) <= 20 + 1e-6 and r["set_id"] == ""
+        assert city.labels(np.array([float(pose["x_m"])]), np.array([float(pose["y_m"])]))[0] not in (
+            BUILDING,
+            WATER,
+        )
+        offsets.append(math.hypot(east, north))
+    assert np.median(offsets) > 5  # spread over the disc, not at the centre
+    place = {p["query_uri"].split("/")[1].split(".")[0] + p["modality"]: p for p in poses.values()}
+    for site in ("w00001", "w00002", "w00003", "w00004"):  # one street-level capture: one camera
+        assert place[site + "panorama"]["x_m"] == place[site + "ground"]["x_m"]
+        assert place[site + "drone"]["x_m"] != place[site + "streetmap"]["x_m"]
+
+
+def test_grid_gallery_overlaps_and_each_query_has_the_nearest_tile(tmp_path: Path) -> None:
+    cfg = WorldConfig(
+        output=str(tmp_path / "w"), locations=3, query_offset_m=30, gallery="grid", grid_stride_m=24, **TINY
+    )
+    summary = world.generate_world(cfg)
+    plan = world.plan_world(cfg)
+    centres = {t.tile_id: (t.x, t.y) for t in plan.tiles}
+    assert summary.tiles == len(centres) == len(list((Path(cfg.output) / "satellite").iterdir()))
+    assert list(centres) == [f"g{i:05d}" for i in range(1, len(centres) + 1)]
+    xs, ys = sorted({x for x, _ in centres.values()}), sorted({y for _, y in centres.values()})
+    assert np.allclose(np.diff(xs), 24) and np.allclose(np.diff(ys), 24)  # stride 24 < 64 m: overlap
+    assert len(centres) == len(xs) * len(ys)
+    _, rows = read_manifest(Path(cfg.output))
+    assert {r["location_id"] for r in rows} <= set(centres) and rows[0]["tile_uri"] == "satellite/g00001.jpg"
+    grid = np.array(list(centres.values()))
+    for pose in read_poses(Path(cfg.output)):
+        camera = np.array([float(pose["x_m"]), float(pose["y_m"])])
+        nearest = list(centres)[int(np.argmin(np.hypot(*(grid - camera).T)))]
+        tile = centres[pose["location_id"]]
+        assert math.dist(camera, tile) == pytest.approx(math.dist(camera, centres[nearest]), abs=1e-6)
+        east, north = float(pose["east_m"]), float(pose["north_m"])
+        assert (east, north) == pytest.approx(tuple(camera - tile), abs=1e-3)
+        assert max(abs(east), abs(north)) <= 12 + 1e-3  # inside the tile, within half a stride
+
+
+def test_sets_have_their_photos_and_an_exact_share_of_odd_photos_out(tmp_path: Path) -> None:
+    cfg = WorldConfig(
+        output=str(tmp_path / "w"),
+        locations=4,
+        modalities=["drone", "ground"],
+        query_offset_m=10,
+        set_size=3,
+        set_outliers=0.5,
+        **TINY,
+    )
+    summary = world.generate_world(cfg)
+    root = Path(cfg.output)
+    assert summary.counts == {"satellite": 4, "drone": 12, "ground": 12}
+    _, rows = read_manifest(root)
+    queries = [r for r in rows if r["query_uri"]]
+    sets: dict[str, list[dict[str, str]]] = {}
+    for r in queries:
+        sets.setdefault(r["set_id"], []).append(r)
+    assert len(sets) == 8 and all(len(photos) == 3 for photos in sets.values())
+    for set_id, photos in sets.items():
+        place, modality = set_id.split("-")
+        assert {(p["location_id"], p["modality"]) for p in photos} == {(place, modality)}
+        assert sorted(p["query_uri"] for p in photos) == [f"{modality}/{place}_{k}.jpg" for k in (1, 2, 3)]
+    poses = read_poses(root)
+    odd = [p for p in poses if p["outlier_of"]]
+    assert len(odd) == 4  # exactly half of the 8 sets, one photo each
+    assert len({p["outlier_of"] for p in odd}) == 4
+    for p in odd:
+        assert p["outlier_of"] == p["set_id"] and p["shown_place_id"] != p["place_id"]
+        assert math.hypot(float(p["place_east_m"]), float(p["place_north_m"])) <= 10 + 1e-6
+        assert math.hypot(float(p["east_m"]), float(p["north_m"])) > world.min_spacing(cfg) - 10
+    assert all(p["shown_place_id"] == p["place_id"] for p in poses if not p["outlier_of"])
+    meta = storage.read_json(str(root / MARKER_FILE))
+    assert (meta["queries"], meta["sets"], meta["outliers"]) == (24, 8, 4)
+    assert meta["config"]["set_outliers"] == 0.5 and "gallery" not in meta["config"]
+
+
+def test_world_source_gives_every_tile_its_metres_per_pixel(tmp_path: Path) -> None:
+    """A world of the first layout has no gsd_m column: the source takes it from world.json."""
+    from gleam.corpus.sources.world import WorldSource, list_records
+
+    cfg = small_config(tmp_path, locations=2, distractors=1)
+    world.generate_world(cfg)
+    records = list(list_records(WorldSource(kind="world", uri=cfg.output)))
+    tiles = [r for r in records if r.role == "tile"]
+    assert len(tiles) == 3 and {r.gsd_m for r in tiles} == {128 / 64}
+    assert all(r.gsd_m is None and r.set_id is None for r in records if r.role == "query")

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from gleam.corpus.config import ImageLimits
-from gleam.corpus.schema import RejectReason
+from gleam.corpus.schema import GSD_SQUARE_TOLERANCE, RejectReason
 from gleam.storage_errors import ReadFailure, classify, one_line
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never silently grey pixels
@@ -48,6 +48,10 @@ class ProcessedImage:
     height: int = 0
     reason: str | None = None
     detail: str | None = None
+    # The decoded image's size before the resize (after EXIF orientation): what a listed metres-per-pixel
+    # refers to, so prepare can scale it to the prepared size. 0 when there is no image.
+    source_width: int = 0
+    source_height: int = 0
 
     @property
     def ok(self) -> bool:
@@ -115,14 +119,19 @@ def _open(data: bytes, limits: ImageLimits, sha: str) -> Image.Image | Processed
     return image
 
 
-def _decode(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+def _decode(image: Image.Image, target: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
+    """(RGB image, its full-resolution size after orientation): a JPEG draft decodes at a reduced size,
+    so the source size is the header's, its sides swapped when the EXIF orientation turned it."""
+    width, height = image.size
     if image.format == "JPEG":
         side = max(target)  # DCT-domain downscale: large JPEGs decode several times faster
         image.draft("RGB", (side, side))
     image.load()
+    loaded = image.size
     with contextlib.suppress(Exception):  # a broken EXIF block must not lose an otherwise good image
         image = ImageOps.exif_transpose(image) or image
-    return to_rgb(image)
+    turned = image.size != loaded  # a quarter turn swaps the sides (a square one needs no swap)
+    return to_rgb(image), ((height, width) if turned else (width, height))
 
 
 def decode_resized(
@@ -133,6 +142,14 @@ def decode_resized(
     `process_image` is this plus its JPEG encode; the serving ingress uses it alone, so an upload reaches
     the encoder as the pixels a prepared corpus image was encoded from, with the same checks and rejects.
     """
+    decoded = _decode_sized(data, target, limits, sha)
+    return decoded if isinstance(decoded, ProcessedImage) else decoded[0]
+
+
+def _decode_sized(
+    data: bytes, target: tuple[int, int], limits: ImageLimits, sha: str
+) -> tuple[Image.Image, tuple[int, int]] | ProcessedImage:
+    """decode_resized plus the source size (width, height) after orientation, before the resize."""
     if not data:
         return _reject(sha, RejectReason.EMPTY_FILE, "0 bytes")
     if len(data) > limits.max_bytes:
@@ -143,22 +160,46 @@ def decode_resized(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            rgb = _decode(opened, target)
+            rgb, source_size = _decode(opened, target)
     except Image.DecompressionBombError as exc:
         return _reject(sha, RejectReason.PIXEL_LIMIT, str(exc))
     except Exception as exc:  # truncated data, broken streams, plugin bugs: all a decode error
         return _reject(sha, RejectReason.DECODE_ERROR, f"{type(exc).__name__}: {exc}")
     if rgb.size != tuple(target):
         rgb = rgb.resize(tuple(target), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    return rgb
+    return rgb, source_size
 
 
 def process_image(data: bytes, target: tuple[int, int], limits: ImageLimits) -> ProcessedImage:
     """Validate, decode, orient, convert and resize to exactly `target` (width, height); encode JPEG."""
     sha = hashlib.sha256(data).hexdigest()
-    rgb = decode_resized(data, target, limits, sha)
-    if isinstance(rgb, ProcessedImage):
-        return rgb
+    decoded = _decode_sized(data, target, limits, sha)
+    if isinstance(decoded, ProcessedImage):
+        return decoded
+    rgb, (source_width, source_height) = decoded
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=limits.jpeg_quality)
-    return ProcessedImage(sha256=sha, image=buffer.getvalue(), width=target[0], height=target[1])
+    return ProcessedImage(
+        sha256=sha,
+        image=buffer.getvalue(),
+        width=target[0],
+        height=target[1],
+        source_width=source_width,
+        source_height=source_height,
+    )
+
+
+def prepared_gsd(gsd_m: float | None, source: tuple[int, int], prepared: tuple[int, int]) -> float | None:
+    """Metres per pixel of the prepared image, from the source image's (width, height) and its own.
+
+    A resize from W to w pixels makes each pixel W / w times larger: gsd_m * W / w. When the resize
+    changes the aspect (the two sides scale by more than 1 % apart), the prepared pixels are no longer
+    square and one number cannot say their size, so the answer is None (unknown) rather than a size
+    that is wrong along one axis. None in, None out.
+    """
+    if gsd_m is None or min(*source, *prepared) <= 0:
+        return None
+    across, down = source[0] / prepared[0], source[1] / prepared[1]
+    if abs(across - down) > GSD_SQUARE_TOLERANCE * max(across, down):
+        return None
+    return gsd_m * across

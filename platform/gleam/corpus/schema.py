@@ -2,7 +2,9 @@
 
 Every stage reads and writes through these definitions, so a column added here is added everywhere.
 A column added later is optional (nullable) and readers check for it, so a corpus prepared before it
-still loads: `semi_positives` (VIGOR) is one.
+still loads: `semi_positives` (VIGOR), `gsd_m` (tiles: metres per pixel) and `set_id` (queries: photos
+of one place taken together) are such columns. `LATER_COLUMNS` lists them per output, and
+`PreparedCorpus.read` gives nulls for them when a corpus predates them.
 """
 
 from __future__ import annotations
@@ -85,6 +87,18 @@ class RejectReason(str, Enum):
 SEMI_POSITIVES = "semi_positives"
 SEMI_POSITIVES_FIELD = pa.field(SEMI_POSITIVES, pa.list_(pa.string()))
 
+# Metres per pixel of a north-up image, at the size it is stored (a tile's prepared size; in a listing,
+# the source file's own pixels). Null where the source does not say (docs/prepare.md, "Tile geometry").
+GSD_M = "gsd_m"
+GSD_M_FIELD = pa.field(GSD_M, pa.float64())
+# Ground pixels whose two sides differ by more than this share are not square: one gsd_m cannot say both,
+# so it is null (a resize that changes the aspect, equal-degree raster pixels away from the equator).
+GSD_SQUARE_TOLERANCE = 0.01
+# Queries of one modality with the same set_id are photos of one place taken together (a set, fused into
+# one query); null is a single photo.
+SET_ID = "set_id"
+SET_ID_FIELD = pa.field(SET_ID, pa.string())
+
 TILES_SCHEMA = pa.schema(
     [
         pa.field("tile_id", pa.string(), nullable=False),
@@ -98,6 +112,7 @@ TILES_SCHEMA = pa.schema(
         pa.field("split", pa.string(), nullable=False),
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
+        GSD_M_FIELD,
     ]
 )
 
@@ -117,6 +132,7 @@ QUERIES_SCHEMA = pa.schema(
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("source_uri", pa.string(), nullable=False),
         SEMI_POSITIVES_FIELD,
+        SET_ID_FIELD,
     ]
 )
 
@@ -148,7 +164,17 @@ LISTING_SCHEMA = pa.schema(
         pa.field("reason", pa.string()),
         pa.field("detail", pa.string()),
         SEMI_POSITIVES_FIELD,
+        GSD_M_FIELD,  # of the source image as listed, before prepare resizes it
+        SET_ID_FIELD,
     ]
 )
 
 OUTPUT_SCHEMAS = {"tiles": TILES_SCHEMA, "queries": QUERIES_SCHEMA, "rejects": REJECTS_SCHEMA}
+
+# Columns added after the first corpora were prepared, per output: a corpus may lack them, and reading
+# one from such a corpus gives nulls (`PreparedCorpus.read`).
+LATER_COLUMNS: dict[str, dict[str, pa.Field]] = {
+    "tiles": {GSD_M: GSD_M_FIELD},
+    "queries": {SEMI_POSITIVES: SEMI_POSITIVES_FIELD, SET_ID: SET_ID_FIELD},
+    "rejects": {},
+}

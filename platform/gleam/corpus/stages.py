@@ -6,6 +6,8 @@ that window of its GeoTIFF. `route_rows` selects the rows of one output and shap
 `decode_block` does both for one input block and writes the routed rows to the work area, one file per
 output, so routing streams with the decode instead of a second pass over every image; it hands back
 only metadata. `reroute` applies the driver's late decisions to the few blocks they touch.
+A tile's listed `gsd_m` (metres per pixel of the source image) becomes the prepared image's in
+`decode_batch`, where the source size is known (`images.prepared_gsd`).
 None of them raises on bad data, so one poisoned file cannot fail a job. A failing store is another
 matter: a read it fails is retried (`gleam.storage_errors.RetryPolicy`), and when the store does not
 recover `decode_batch` raises StorageError, so the job fails instead of publishing a corpus with holes.
@@ -23,7 +25,7 @@ import pyarrow.parquet as pq
 
 from gleam import storage
 from gleam.corpus.config import ImageLimits
-from gleam.corpus.images import ProcessedImage, process_image, unreadable
+from gleam.corpus.images import ProcessedImage, prepared_gsd, process_image, unreadable
 from gleam.corpus.raster_uri import is_window_uri
 from gleam.corpus.reader import PARTS
 from gleam.corpus.schema import (
@@ -139,6 +141,9 @@ def decode_batch(
                 reason=result.reason,
                 detail=result.detail,
             )
+            if row["role"] == Role.TILE.value:
+                source = (result.source_width, result.source_height)
+                row["gsd_m"] = prepared_gsd(row.get("gsd_m"), source, (result.width, result.height))
         out.append(row)
     return pa.Table.from_pylist(out, schema=WORK_SCHEMA)
 

@@ -53,6 +53,8 @@ class Listed:
     reason: str | None = None
     detail: str | None = None
     semi_positives: tuple[str, ...] | None = None  # tile ids (schema.SEMI_POSITIVES); VIGOR only
+    gsd_m: float | None = None  # tiles: metres per pixel of the source image as listed (schema.GSD_M)
+    set_id: str | None = None  # queries: the set of photos of one place it belongs to (schema.SET_ID)
 
     @classmethod
     def tile(
@@ -65,6 +67,7 @@ class Listed:
         lat: float | None = None,
         lon: float | None = None,
         split: str | None = None,
+        gsd_m: float | None = None,
     ) -> Listed:
         return cls(
             role=Role.TILE.value,
@@ -77,6 +80,7 @@ class Listed:
             lat=lat,
             lon=lon,
             split=split,
+            gsd_m=gsd_m,
         )
 
     @classmethod
@@ -93,6 +97,7 @@ class Listed:
         lon: float | None = None,
         split: str | None = None,
         semi_positives: tuple[str, ...] | None = None,
+        set_id: str | None = None,
     ) -> Listed:
         return cls(
             role=Role.QUERY.value,
@@ -106,6 +111,7 @@ class Listed:
             lon=lon,
             split=split,
             semi_positives=semi_positives,
+            set_id=set_id,
         )
 
     @classmethod

@@ -20,6 +20,13 @@ the tile and its panorama alike, so GPS batching and maps work on CVACT. The col
 the values (an easting is below 1,000 km, a Canberra northing above 6,000 km), so a file that stores
 northing first converts the same. Without `utm`, or for a row that is not a UTM coordinate (NaN, 0),
 lat/lon stay empty; a `utm` that does not have one row of two numbers per panorama id is an error.
+
+Tile geometry: `gsd_m` is left null (unknown). The CVACT paper (Liu & Li, CVPR 2019) states 0.12 m per
+pixel at Google Maps zoom level 20 for its 1200 x 1200 satellite images, which would make a tile 144 m
+across; but a tile measured against Google Maps covers about 68 m (github.com/Liumouliu/OriCNN issue #5),
+and the authors' answer there mentions an x2 upsampling step while calling 0.1219 m the ground truth. The
+metres per pixel of the released files is therefore not settled, and a wrong figure would move every
+refined position by a factor of two; a corpus that knows it can set it through a manifest's `gsd_m`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,24 @@
 """A generic manifest: one CSV (`.csv`) or Parquet (`.parquet`, `.pq`) file that lists any corpus.
 
-Columns: `query_uri, modality, tile_uri` are required; `location_id, lat, lon, split` are optional and may
-be empty; other columns are ignored. URIs are absolute (`s3://...`, `file://...`, `/abs/path`) or relative
-to the manifest's folder. Files are not opened here: prepare rejects missing ones when it reads them.
+Columns: `query_uri, modality, tile_uri` are required; `location_id, lat, lon, split, gsd_m, set_id` are
+optional and may be empty; other columns are ignored. URIs are absolute (`s3://...`, `file://...`,
+`/abs/path`) or relative to the manifest's folder. Files are not opened here: prepare rejects missing
+ones when it reads them.
 
 Each row names a query and its positive tile; a row with an empty `query_uri` is a tile-only row (a
 distractor) whose modality must be empty or `satellite`. One tile record per distinct `tile_uri`: the first
 row naming it sets its location_id, lat, lon and split. A query always shares its tile's place: it takes
 the tile's location_id and split (a row stating a different one is a `bad_record`, since otherwise a query
-and its positive could land in different splits) and the tile's lat/lon when its own are empty.
+and its positive could land in different splits) and the tile's lat/lon when its own are empty. A query
+row's own lat/lon is the query's position (where the photo was taken), which may differ from its tile's
+centre; the tile's lat/lon is the centre of the tile image.
+
+Tile geometry: `gsd_m` is the ground size of one pixel of the tile file in metres (north-up), set by the
+first row naming the tile like its lat/lon; a later row naming the tile with another value is a
+`bad_record`, and on a query-only row it has no tile to describe, so it is refused there too. Prepare
+scales it to the prepared size. `set_id` groups a query with the other photos of its place taken together
+(queries of one modality with the same set_id form a set); it is namespaced like location_id
+(`make_id(name, set_id)`) and is refused on a tile-only row.
 
 Ids are `make_id(name, path)` for tiles and `make_id(name, modality, path)` for queries, where path is the
 URI relative to the manifest folder (or the URI without its scheme) without suffix; a clash between two
@@ -17,6 +27,7 @@ different URIs (`a.jpg` and `a.png`) adds a short hash of the URI to the later i
 Rejects (row numbers count data rows from 1): an unknown modality, and `satellite` in a query row (the
 satellite is the reference view, not a query: put it in `tile_uri`) -> `unknown_modality`; a query without
 `tile_uri` -> `missing_pair`; unparsable or out-of-range lat/lon, a split other than train/val/test, a
+gsd_m that is not a positive finite number or conflicts with the tile's, a set_id on a tile-only row, a
 row with neither URI, a query modality on a tile-only row, or a location/split conflicting with the tile's
 -> `bad_record`; a `query_uri` seen before -> `duplicate`. A row rejected as `bad_record` contributes
 nothing; a row whose query is rejected for another reason still contributes its tile.
@@ -43,7 +54,7 @@ from gleam.corpus.sources.base import Listed, SourceLayoutError, make_id
 from gleam.corpus.sources.registry import SourceBase, register
 
 REQUIRED_COLUMNS = ("query_uri", "modality", "tile_uri")
-OPTIONAL_COLUMNS = ("location_id", "lat", "lon", "split")
+OPTIONAL_COLUMNS = ("location_id", "lat", "lon", "split", "gsd_m", "set_id")
 COLUMNS = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -69,6 +80,8 @@ class _Row:
     lat: str
     lon: str
     split: str
+    gsd_m: str = ""
+    set_id: str = ""
 
 
 @dataclass
@@ -162,13 +175,18 @@ def _row_records(row: _Row, state: _State) -> list[Listed]:
     try:
         lat, lon = _coordinates(row)
         split = _split(row)
+        gsd_m = _gsd(row)
         if not row.query_uri and not row.tile_uri:
             raise _RowError("the row names neither query_uri nor tile_uri")
         if not row.query_uri and row.modality.lower() not in ("", Modality.SATELLITE.value):
             raise _RowError(
                 f"modality {row.modality!r} but no query_uri (a tile-only row has none or satellite)"
             )
-        tile = _register_tile(row, lat, lon, split, state) if row.tile_uri else None
+        if not row.query_uri and row.set_id:
+            raise _RowError(f"set_id {row.set_id!r} but no query_uri (a set groups queries, not tiles)")
+        if not row.tile_uri and gsd_m is not None:
+            raise _RowError(f"gsd_m {row.gsd_m} but no tile_uri (gsd_m describes the tile file)")
+        tile = _register_tile(row, lat, lon, split, gsd_m, state) if row.tile_uri else None
         return [] if not row.query_uri else [_query(row, tile, lat, lon, state)]
     except _RowError as exc:
         return [_bad_row(row, str(exc), state)]
@@ -195,6 +213,14 @@ def _number(text: str, column: str) -> float | None:
     return value
 
 
+def _gsd(row: _Row) -> float | None:
+    """The tile's metres per pixel: empty, or a positive finite number."""
+    value = _number(row.gsd_m, "gsd_m")
+    if value is not None and value <= 0:
+        raise _RowError(f"gsd_m {row.gsd_m} is not a positive number of metres per pixel")
+    return value
+
+
 def _split(row: _Row) -> str | None:
     if not row.split:
         return None
@@ -204,14 +230,19 @@ def _split(row: _Row) -> str | None:
 
 
 def _register_tile(
-    row: _Row, lat: float | None, lon: float | None, split: str | None, state: _State
+    row: _Row,
+    lat: float | None,
+    lon: float | None,
+    split: str | None,
+    gsd_m: float | None,
+    state: _State,
 ) -> _Tile:
     """The row's tile: new (described by this row) or the one an earlier row described."""
     uri = resolve_uri(row.tile_uri, state.folder)
     known = state.tiles.get(uri)
     location_id = make_id(state.name, row.location_id) if row.location_id else None
     if known is not None:
-        _check_agrees(row, known, location_id, split)
+        _check_agrees(row, known, location_id, split, gsd_m)
         return known
     tile_id = _unique_id(make_id(state.name, _id_path(uri, state.folder)), uri, state)
     record = Listed.tile(
@@ -222,13 +253,24 @@ def _register_tile(
         lat=lat,
         lon=lon,
         split=split,
+        gsd_m=gsd_m,
     )
     state.tiles[uri] = _Tile(record, row.number)
     return state.tiles[uri]
 
 
-def _check_agrees(row: _Row, tile: _Tile, location_id: str | None, split: str | None) -> None:
-    """A query sits at its tile's place and in its split; a row saying otherwise is inconsistent."""
+def _check_agrees(
+    row: _Row, tile: _Tile, location_id: str | None, split: str | None, gsd_m: float | None
+) -> None:
+    """A query sits at its tile's place and in its split, and a tile has one pixel size; a row saying
+    otherwise is inconsistent."""
+    theirs_gsd = tile.record.gsd_m
+    if gsd_m is not None and (theirs_gsd is None or not math.isclose(gsd_m, theirs_gsd, rel_tol=1e-9)):
+        set_by = f"{theirs_gsd} set" if theirs_gsd is not None else "none given"
+        raise _RowError(
+            f"gsd_m {row.gsd_m} conflicts with {set_by} for tile {row.tile_uri} by row {tile.row} "
+            "(the first row naming a tile describes it)"
+        )
     for column, mine, theirs in (
         ("location_id", location_id, tile.record.location_id),
         ("split", split, tile.record.split),
@@ -281,6 +323,7 @@ def _query(row: _Row, tile: _Tile | None, lat: float | None, lon: float | None, 
         lat=lat if lat is not None or lon is not None else record.lat,
         lon=lon if lat is not None or lon is not None else record.lon,
         split=record.split,  # the row's own split, if any, was checked to agree
+        set_id=make_id(state.name, row.set_id) if row.set_id else None,
     )
 
 

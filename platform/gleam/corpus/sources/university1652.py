@@ -15,6 +15,11 @@ whose location has no tile is rejected as `missing_pair`. `test/gallery_{drone,s
 task of University-1652 (satellite -> view) and are not listed; neither are folders the layout does not name
 (e.g. `4K_drone`). Files or folders whose name starts with "." (`.DS_Store`) are skipped; a file not exactly
 at `<view folder>/<loc>/<file>` is rejected as `bad_record`.
+
+Tile geometry: `gsd_m` is left null (unknown). Neither the University-1652 paper (Zheng et al., ACM MM
+2020) nor its release (github.com/layumi/University1652-Baseline) states a ground resolution for the
+satellite images, so a figure here would be invented. A corpus that knows it can set it through a
+manifest's `gsd_m`.
 """
 
 from __future__ import annotations

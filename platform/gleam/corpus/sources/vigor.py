@@ -29,6 +29,10 @@ panorama -> `missing_file`, an absent positive satellite -> `missing_pair`; a ma
 a panorama labelled twice -> `duplicate`; a file in a sub-folder of panorama/ or satellite/ -> `bad_record`.
 Names starting with "." (`.DS_Store`) are skipped. A root with neither `splits/` nor `splits__corrected/` is
 an error; a city without the mode's label files lists its panoramas as `missing_pair`.
+
+Tile geometry: a tile's `gsd_m` is its city's metres per pixel of the released 640 x 640 aerial images
+(`GSD_M_BY_CITY`, sources in the comment there); a city folder outside the four of the benchmark gets
+null. The values hold for the images as released: a copy resized before listing would need its own.
 """
 
 from __future__ import annotations
@@ -62,6 +66,20 @@ CROSS_AREA_SPLITS = {
     "SanFrancisco": Split.TEST,
 }
 LABEL_FIELDS = 13  # panorama + 4 x (satellite, dlat, dlon)
+# Metres per pixel of VIGOR's 640 x 640 aerial images, per city. VIGOR itself states one rounded figure
+# for all cities: Google Maps imagery at zoom level 20, 0.114 m (Zhu et al., CVPR 2021; its code release
+# github.com/Jeff-Zilence/VIGOR, evaluate_from_npy.py: "0.114 is resolution in meter", 320 px = half an
+# image = 320 * 0.114 m; the authors stand by the figure in the repository's issue #14);
+# these per-city values are the ones CCVPE converts VIGOR's pixel errors to metres with (Xia et al.,
+# "Convolutional Cross-View Pose Estimation", TPAMI 2023, github.com/tudelft-iv/CCVPE, train_VIGOR.py:
+# `pixel_distance * <m/px> / 512 * 640`), and they agree with VIGOR's 0.114 to within 12 % (Seattle, the
+# northernmost city, has the smallest pixels, as a Web Mercator capture at a fixed zoom gives).
+GSD_M_BY_CITY = {
+    "Chicago": 0.111262,
+    "NewYork": 0.113248,
+    "SanFrancisco": 0.118141,
+    "Seattle": 0.100817,
+}
 LAYOUT = (
     f"<City>/{PANORAMA_DIR}/, <City>/{SATELLITE_DIR}/ and {SPLITS_DIR}/<City>/ (or {CORRECTED_DIR}/<City>/) "
     "with the label files "
@@ -340,6 +358,7 @@ def _tile(city: _City, file: str, split: str, name: str) -> Listed:
         lat=lat,
         lon=lon,
         split=split,
+        gsd_m=GSD_M_BY_CITY.get(city.name),
     )
 
 

@@ -17,7 +17,11 @@ centre; crops are north-up; azimuths are degrees clockwise from north.
     render_maps.py  satellite orthophoto and street map
     render_drone.py oblique drone view
     render_street.py panorama and ground photo
-    views.py        every view of one place
+    streams.py      the random stream keys of every tile, view and photo
+    shots.py        the query photos: camera offsets, sets and their odd photos out
+    gallery.py      the satellite tiles: one per place, or a raster-style grid
+    views.py        the views of a place and of one photo
+    tables.py       manifest.csv and poses.csv rows (first and located layouts)
     fanout.py       render places and write their images, on Ray when it runs
     layout.py       the corpus's file names and paths
     generate.py     generate_world: the corpus writer and its completion marker
@@ -34,6 +38,7 @@ from gleam.corpus.world.generate import (
     WorldSummary,
     fingerprint,
     generate_world,
+    plan_world,
 )
 from gleam.corpus.world.sites import Site, build_city, min_spacing, sample_sites, to_latlon, world_side
 from gleam.corpus.world.views import render_site, site_layers
@@ -52,6 +57,7 @@ __all__ = [
     "generate_world",
     "histogram_baseline",
     "min_spacing",
+    "plan_world",
     "render_site",
     "sample_sites",
     "site_layers",
