@@ -112,6 +112,21 @@ def test_metrics_per_modality_are_logged_with_a_grid(
     assert run.data.metrics["spread.mean_cosine"] == pytest.approx(result.spread.mean_cosine)
     assert run.data.metrics["spread.effective_rank"] == pytest.approx(result.spread.effective_rank)
     assert run.data.params["split"] == "test"
+    # distance errors: the world knows every photo's position and every tile's ground size, so each
+    # modality has the top tile's error and the fused estimate's, with a cross-fitted radius
+    assert result.location_fit is not None and "cross-fitting" in result.location_fit
+    for modality, found in (result.distances or {}).items():
+        assert found.skipped == {"queries_without_coordinates": 0, "top_tile_without_coordinates": 0}
+        assert found.measured == result.query_counts[modality]
+        assert set(found.methods) == {"top1", "fused"}  # refined: only when asked for
+        top1 = found.methods["top1"]
+        assert top1["queries"] == result.query_counts[modality] and top1["median_m"] >= 0
+        assert top1["within_25m"] <= top1["within_50m"] <= top1["within_100m"] <= top1["within_500m"]
+        assert 0.0 <= top1["coverage"] <= 100.0 and found.coverage_target == 0.68
+    assert set(result.distances or {}) == QUERY_MODALITIES
+    drone = result.distances["drone"].methods["fused"]
+    assert run.data.metrics["drone.distance.fused.median_m"] == pytest.approx(drone["median_m"])
+    assert "drone.distance.unknown_pct" in run.data.metrics
     grids = {a.path for a in mlflow_client.list_artifacts(result.run_id, "retrieval_grid")}
     assert grids == {f"retrieval_grid/{m}.png" for m in QUERY_MODALITIES}
     local = mlflow_client.download_artifacts(result.run_id, "retrieval_grid/panorama.png")
@@ -143,6 +158,12 @@ def test_oracle_queries_that_are_their_tiles_score_100(
     assert result.gallery_size == 10 and result.query_counts == {"drone": 10}
     assert result.metrics["drone"]["R@1"] == 100.0
     assert result.metrics["drone"]["AP"] == 100.0
+    # a manifest without lat/lon: no distance figure, every query skipped and counted, no crash
+    drone = result.distances["drone"]
+    assert drone.methods == {} and drone.skipped["queries_without_coordinates"] == 10
+    console = Console(width=200, record=True)
+    console.print(metrics_table(result))
+    assert "drone: 0 measured, 10 without lat/lon" in console.export_text()
 
 
 def _vigor_oracle(root: Path, places: int = 6) -> Path:
@@ -206,11 +227,12 @@ def test_cli_rejects_a_bad_config_naming_the_field(world_corpus: str, encoder_ur
 
 def test_cli_prints_metrics_next_to_chance(world_corpus: str, encoder_uri: str, experiment_name: str) -> None:
     args = ["--set", f"corpus={world_corpus}", "--set", f"encoder={encoder_uri}"]
-    result = CliRunner().invoke(
-        app, ["evaluate", *args, "--set", "modalities=[drone]", "--set", "tracking.enabled=false"]
-    )
+    only_drone = ["--set", "modalities=[drone]", "--set", "tracking.enabled=false", "--set", "refine=true"]
+    result = CliRunner().invoke(app, ["evaluate", *args, *only_drone])
     assert result.exit_code == 0, result.output
     assert "chance R@1" in result.output and "drone" in result.output and "tracking disabled" in result.output
+    # the distance table under it, with the refined estimate asked for (heatmaps on the top tiles)
+    assert "distance to each photo's own position" in result.output and "refined" in result.output
     assert "tile embeddings: mean cosine" in result.output and "(ok)" in result.output
     empty = CliRunner().invoke(app, ["evaluate", *args, "--set", "split=val"])
     assert empty.exit_code == 3 and "val" in empty.output

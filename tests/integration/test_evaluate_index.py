@@ -130,6 +130,10 @@ def test_flat_index_has_no_gap_and_equals_the_full_ranking(
     assert params["index.version"] == result.index.version == run.data.tags["gleam.index.version"]
     grids = {a.path for a in mlflow_client.list_artifacts(result.run_id, "retrieval_grid")}
     assert grids == {f"retrieval_grid/{m}.png" for m in MODALITIES}
+    _check_distances(result, corpus, store, queries, gallery)
+    assert (
+        metrics["index.drone.distance.top1.median_m"] == result.distances["drone"].methods["top1"]["median_m"]
+    )
 
     # a list cut short of the gallery: R@k still equals the full ranking's (one extra result settles ties)
     cut = evaluate(_config(corpus, encoders[0], store, "index=flat", "ks=[1,2]", "index_depth=1", *_off()))
@@ -141,6 +145,32 @@ def test_flat_index_has_no_gap_and_equals_the_full_ranking(
             assert cut.metrics[modality][name] == pytest.approx(full[name], abs=1e-9), (modality, name)
         assert cut.metrics[modality]["AP"] <= full["AP"] + 1e-9
         assert all(v == 0.0 for v in cut.index.gap[modality].values())
+
+
+def _check_distances(result, corpus: str, store: str, queries: dict, gallery: np.ndarray) -> None:
+    """An index without a fitted radius (this world has no validation split, so no calibration): the top
+    tile's error to each photo's own position, computed here by brute force; no fused estimate (nothing
+    to weigh candidates by), no radius, and serving would say "unknown" for every query."""
+    from gleam import geo
+
+    assert result.location_fit is not None and "no fitted radius" in result.location_fit
+    opened = open_index(store, "flat")
+    table = open_corpus(corpus).read("queries", ["query_id", "modality", "split", "lat", "lon"]).to_pylist()
+    for modality in MODALITIES:
+        rows = sorted(
+            (r for r in table if r["split"] == "test" and r["modality"] == modality),
+            key=lambda r: r["query_id"],
+        )
+        top = (queries[modality][1] @ gallery.T).argmax(axis=1)  # gallery rows are in index order
+        errors = [
+            geo.distance_m(r["lat"], r["lon"], opened.lat[t], opened.lon[t])
+            for r, t in zip(rows, top, strict=True)
+        ]
+        found = result.distances[modality]
+        assert set(found.methods) == {"top1"} and "radius_m" not in found.methods["top1"]
+        assert found.methods["top1"]["median_m"] == pytest.approx(np.median(errors))
+        assert found.methods["top1"]["within_500m"] == pytest.approx(100 * np.mean(np.array(errors) <= 500))
+        assert found.unknown == found.measured == len(rows)
 
 
 def _off() -> list[str]:

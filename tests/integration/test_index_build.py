@@ -124,9 +124,11 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     assert meta["counts"] == {"vectors": 24, "embedded": 24, "reused": 0, "trained_on": 0}
     assert meta["recall"]["value"] == 1.0 and meta["recall"]["k"] == 10
     assert meta["index_sha256"] == sha256_file(folder / "index.faiss")
-    assert set(meta["seconds"]) == {"embed", "train", "add", "validate", "calibrate", "publish", "total"}
+    stages = {"embed", "train", "add", "validate", "calibrate", "locate", "publish", "total"}
+    assert set(meta["seconds"]) == stages
     assert meta["embedding"]["actors"] == 1 and meta["embedding"]["precision"] == "fp32"
     _check_calibration(meta["calibration"], corpus, encoders[0], tiles)
+    _check_location(meta, corpus, encoders[0], tiles)
     spread = meta["spread"]
     assert spread["collapsed"] is False and spread["vectors"] == 24
     assert spread["mean_cosine"] < 0.999 and spread["effective_rank"] > 2
@@ -135,6 +137,11 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     assert ids["id"].to_pylist() == list(range(24))
     assert ids["tile_id"].to_pylist() == tiles["tile_id"].to_pylist()
     assert ids["lat"].to_pylist() == tiles["lat"].to_pylist()
+    # the tiles' ground geometry travels with them (gsd_m null where the corpus does not know it)
+    assert ids["width"].to_pylist() == tiles["width"].to_pylist()
+    assert ids["height"].to_pylist() == tiles["height"].to_pylist()
+    gsd = tiles["gsd_m"].to_pylist() if "gsd_m" in tiles.column_names else [None] * 24
+    assert ids["gsd_m"].to_pylist() == gsd
 
     # a tile embedded again (in this process, not by the actor pool) finds itself first
     opened = open_index(store, "region", expect_fingerprint=encoder_info.fingerprint)
@@ -143,6 +150,9 @@ def test_a_build_publishes_a_searchable_version_with_its_record(
     scores, found = opened.search(vectors, k=3)
     assert found[:, 0].tolist() == tiles["tile_id"].to_pylist()[:5]
     assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+    first = opened.geometry(0)
+    assert (first["width"], first["height"]) == (tiles["width"][0].as_py(), tiles["height"][0].as_py())
+    assert first["gsd_m"] == gsd[0] and first["lat"] == tiles["lat"][0].as_py()
 
     shown = CliRunner().invoke(app, ["index", "show", "region", "--store", store])
     assert shown.exit_code == 0 and f'"version": "{result.version}"' in shown.output
@@ -263,6 +273,38 @@ def test_a_half_written_version_is_ignored_and_cleaned_by_the_next_build(
     console.print(build_table(rebuilt))
     printed = console.export_text()
     assert "WARNING" in printed and "(COLLAPSED)" in printed and "cannot tell places apart" in printed
+
+
+def _check_location(meta: dict, corpus: str, encoder_uri: str, tiles: pa.Table) -> None:
+    """meta.json's `location`: the top-1 errors equal those computed here (each val query's top tile by
+    brute force, its centre's distance to the query's own lat/lon); the radius is their conformal quantile."""
+    from gleam import geo
+    from gleam.corpus.schema import Modality
+    from gleam.index.location import DEFAULT_COVERAGE, conformal_radius
+
+    location = meta["location"]
+    assert (location["coverage"], location["k"], location["split"]) == (DEFAULT_COVERAGE, 10, "val")
+    encoder, spec, _ = weights.load(encoder_uri)
+    vectors = embed_images(encoder, spec, tiles["image"].to_pylist(), Modality.SATELLITE, "fp32")
+    queries = open_corpus(corpus).read("queries").filter(pc.field("split") == "val").to_pylist()
+    errors = []
+    for modality in sorted({q["modality"] for q in queries}):
+        group = sorted((q for q in queries if q["modality"] == modality), key=lambda q: q["query_id"])
+        top = (
+            embed_images(encoder, spec, [q["image"] for q in group], Modality(modality)) @ vectors.T
+        ).argmax(1)
+        own = [
+            geo.distance_m(q["lat"], q["lon"], tiles["lat"][t].as_py(), tiles["lon"][t].as_py())
+            for q, t in zip(group, top, strict=True)
+        ]
+        assert location["by_modality"][modality]["queries"]["top1"] == len(group)
+        assert location["by_modality"][modality]["median_error_m"]["top1"] == pytest.approx(np.median(own))
+        errors += own
+    assert location["queries"]["top1"] == len(queries) and location["left_out"] == {
+        "queries_without_coordinates": 0,
+        "top_tile_without_coordinates": 0,
+    }
+    assert location["radius_m"]["top1"] == pytest.approx(conformal_radius(errors, DEFAULT_COVERAGE))
 
 
 def _check_calibration(calibration: dict, corpus: str, encoder_uri: str, tiles: pa.Table) -> None:

@@ -45,3 +45,30 @@ def test_config_takes_the_two_conventions_and_refuses_others() -> None:
     assert EvaluateConfig(**base, one_percent="official").one_percent == "official"
     with pytest.raises(ValidationError, match="one_percent"):
         EvaluateConfig(**base, one_percent="nearest")
+
+
+def test_distance_errors_get_a_table_of_their_own_that_fits_80_columns() -> None:
+    from gleam.evaluation.distance import figures
+    from gleam.evaluation.result import DistanceErrors
+
+    errors = [3.0, 12.0, 40.0, 75.0, 120.0, 480.0, 900.0, 2500.0]
+    found = DistanceErrors(
+        methods={"top1": figures(errors, radius=130.0), "fused": figures([e / 2 for e in errors])},
+        skipped={"queries_without_coordinates": 2, "top_tile_without_coordinates": 0},
+        unknown=3,
+        measured=8,
+        coverage_target=0.68,
+    )
+    result = _result(distances={"drone": found}, location_fit="index x v1, fitted at build on val queries")
+    console = Console(width=80, record=True)
+    console.print(metrics_table(result))
+    text = console.export_text()
+    assert "distance to each photo's own position" in text and "target 68 %" in text
+    top1 = next(line for line in text.splitlines() if "top1" in line)
+    # median 97.5, mean 516.25, within 25/50/100/500 m: 25, 37.5, 50, 75 %, radius 130, coverage 62.5 %
+    assert top1.split()[2:] == ["97.5", "516.2", "25.0", "37.5", "50.0", "75.0", "130.0", "62.5"]
+    fused = next(line for line in text.splitlines() if "fused" in line)
+    assert fused.split()[-2:] == ["-", "-"]  # no radius fitted for it
+    assert "drone: 8 measured, 2 without lat/lon, 3 served as unknown" in text
+    assert "fitted at build on val" in text
+    assert "distance to" not in _render(_result())  # no distances measured: no table

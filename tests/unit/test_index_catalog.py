@@ -23,9 +23,14 @@ DIM = 16
 
 
 def publish(
-    location: IndexLocation, vectors: np.ndarray, key: str | None = None, current: bool = True
+    location: IndexLocation,
+    vectors: np.ndarray,
+    key: str | None = None,
+    current: bool = True,
+    geometry: dict | None = None,
 ) -> str:
-    """A complete version the way the job writes it (tile ids t00000..., coordinates from the position)."""
+    """A complete version the way the job writes it (tile ids t00000..., coordinates from the position);
+    `geometry`: extra ids.parquet columns (gsd_m, width, height), absent as in indexes built before them."""
     n = len(vectors)
     plan = plan_index(n, DIM, 1 << 30, exact_limit=1000, force_key=key)
     built = build.train_and_add(vectors, plan)
@@ -38,6 +43,7 @@ def publish(
             "sha256": [f"sha{i}" for i in range(n)],
             "lat": np.linspace(40, 41, n),
             "lon": np.linspace(8, 9, n),
+            **(geometry or {}),
         }
     )
     flat = pa.array(vectors.reshape(-1), pa.float32())
@@ -156,3 +162,25 @@ def test_cleaning_removes_half_written_and_surplus_versions_never_current(tmp_pa
     kept = sorted(location.versions())
     assert versions[1] in kept and len(kept) == 2 and versions[3] in kept  # CURRENT + the newest other
     assert open_index(store, "region").version == versions[1]
+
+
+def test_tile_geometry_is_read_when_built_with_it_and_unknown_before(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    vectors = clustered(20, DIM)
+    publish(IndexLocation(store, "old"), vectors)  # ids.parquet without gsd_m, width, height
+    old = open_index(store, "old")
+    assert np.isnan(old.gsd_m).all() and not old.width.any() and not old.height.any()
+    assert old.geometry(3) == {"lat": pytest.approx(old.lat[3]), "lon": pytest.approx(old.lon[3])} | {
+        "gsd_m": None,
+        "width": None,
+        "height": None,
+    }
+    gsd = pa.array([0.5] * 19 + [None], pa.float64())
+    sizes = pa.array([256] * 20, pa.int32())
+    publish(IndexLocation(store, "new"), vectors, geometry={"gsd_m": gsd, "width": sizes, "height": sizes})
+    new = open_index(store, "new")
+    assert new.geometry(0)["gsd_m"] == 0.5 and (new.geometry(0)["width"], new.geometry(0)["height"]) == (
+        256,
+        256,
+    )
+    assert new.geometry(19)["gsd_m"] is None and np.isnan(new.gsd_m[19])

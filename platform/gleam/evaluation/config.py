@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from gleam import storage
 from gleam.config import NAME_PATTERN, StrictModel, TrackingConfig
 from gleam.corpus.schema import Modality
+from gleam.index.location import DEFAULT_COVERAGE
 from gleam.model.embedding import Precision
 from gleam.retrieval.metrics import OnePercent
 
@@ -39,6 +40,17 @@ class EvaluateConfig(StrictModel):
     index_version: str | None = Field(None, min_length=1, description="a version of `index`; default CURRENT")
     index_depth: int = Field(
         100, ge=1, description="results per query through the index (at least max(ks) and the R@1% rank)"
+    )
+    refine: bool = Field(
+        False,
+        description="also score the refined location estimate (the evidence heatmap's peak on the top tile: "
+        "one forward of query and tile per query)",
+    )
+    coverage: float = Field(
+        DEFAULT_COVERAGE,
+        gt=0.0,
+        lt=1.0,
+        description="exact mode: share of errors the cross-fitted radius covers (an index has its own)",
     )
     store: str = Field(default_factory=storage.default_store, description="store root holding indexes/")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

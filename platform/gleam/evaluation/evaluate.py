@@ -23,7 +23,9 @@ import torch
 from gleam.corpus.reader import open_corpus
 from gleam.evaluation import through_index
 from gleam.evaluation.config import EvaluateConfig
+from gleam.evaluation.distance import tile_geometry
 from gleam.evaluation.grid import GRID_TOP_K, search_grid
+from gleam.evaluation.locate import CROSS_FITTED, distances_json, exact_distances, exact_inputs, log_distances
 from gleam.evaluation.metric_log import log_modality
 from gleam.evaluation.result import EvaluationResult
 from gleam.evaluation.split import (
@@ -66,6 +68,9 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         )
         metrics: dict[str, dict[str, float]] = {}
         counts: dict[str, int] = {}
+        search = exact_search(index, gallery.ids)
+        geometry = tile_geometry(corpus, gallery.ids)
+        located = {}
         for modality in modalities:
             queries = split_queries(
                 corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
@@ -76,11 +81,16 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             )
             counts[modality.value] = len(queries.ids)
             log_modality(run, modality.value, metrics[modality.value])
+            refine_with = (encoder, spec) if config.refine else None
+            located[modality.value] = exact_inputs(
+                corpus, search, gallery, geometry, queries, modality.value, refine_with
+            )
             if config.grid_queries and run.active:
-                search = exact_search(index, gallery.ids)
                 title = f"{modality.value} -> satellite: top {GRID_TOP_K} of {index.ntotal}"
                 grid = search_grid(corpus, search, index.ntotal, queries, config.grid_queries, title)
                 run.log_image(grid, f"retrieval_grid/{modality.value}.png")
+        distances = exact_distances(located, spread.to_dict(), config.coverage)
+        log_distances(run, distances)
         run.log_dict(
             {
                 "split": config.split,
@@ -88,6 +98,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
                 "one_percent": config.one_percent,
                 "metrics": metrics,
                 "spread": spread.to_dict(),
+                "distances": distances_json(distances, CROSS_FITTED),
             },
             "metrics.json",
         )
@@ -100,4 +111,6 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         info.fingerprint,
         spread=spread,
         one_percent=config.one_percent,
+        distances=distances,
+        location_fit=CROSS_FITTED,
     )

@@ -25,6 +25,22 @@ class IndexComparison:
 
 
 @dataclass(frozen=True)
+class DistanceErrors:
+    """One modality's distance errors (gleam.evaluation.distance): per estimate ("top1", "fused",
+    "refined"), queries, median_m, mean_m, within_<d>m (%), and where a radius was fitted radius_m (the
+    median of the radii the queries would be served with) and coverage (% of errors within each query's
+    radius); "refined" also has refined_pct (% whose estimate moved to the heatmap's peak). `skipped`
+    queries had no coordinates (or their top tile had none); `unknown` of the `measured` queries would be
+    served "position unknown"."""
+
+    methods: dict[str, dict[str, float]]
+    skipped: dict[str, int]
+    unknown: int
+    measured: int
+    coverage_target: float | None  # the share the radius was fitted to cover (0.68), None: no radius
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
     """Per-modality metrics (percentages, University-1652 names: R@1, R@5, R@10, R@1%, AP).
 
@@ -40,6 +56,10 @@ class EvaluationResult:
     index: IndexComparison | None = field(default=None)
     spread: Spread | None = field(default=None)  # of the gallery's tile embeddings
     one_percent: str = "platform"  # R@1%'s convention (gleam.retrieval.metrics.one_percent_rank)
+    # distance errors per modality (None: not measured); `location_fit` says where the calibration and
+    # radius came from (the index's, fitted at build, or 2-fold cross-fitting on the evaluated split)
+    distances: dict[str, DistanceErrors] | None = field(default=None)
+    location_fit: str | None = None
 
     @property
     def chance_r1(self) -> float:

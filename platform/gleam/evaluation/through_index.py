@@ -28,6 +28,7 @@ from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import Modality
 from gleam.evaluation.config import EvaluateConfig
 from gleam.evaluation.grid import GRID_TOP_K, search_grid
+from gleam.evaluation.locate import distances_json, index_distances, index_fit, index_geometry, log_distances
 from gleam.evaluation.metric_log import log_modality
 from gleam.evaluation.result import EvaluationResult, IndexComparison
 from gleam.evaluation.split import EmptySplitError, gallery_spread, split_queries, split_semi_positives
@@ -114,6 +115,8 @@ def evaluate_through(
     exact_metrics: dict[str, dict[str, float]] = {}
     gaps: dict[str, dict[str, float]] = {}
     counts: dict[str, int] = {}
+    geometry = index_geometry(opened)
+    distances = {}
     for modality in modalities:
         queries = split_queries(
             corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
@@ -143,6 +146,8 @@ def evaluate_through(
         log_modality(run, name, found[name], "index.")
         log_modality(run, name, exact_metrics[name], "exact.")
         log_modality(run, name, gaps[name], "gap.")
+        refine_with = (encoder, spec) if config.refine else None
+        distances[name] = index_distances(corpus, opened, geometry, queries, name, refine_with)
         if config.grid_queries and run.active:
             title = f"{name} -> satellite through {opened.name}: top {GRID_TOP_K} of {len(gallery.ids)}"
             grid = search_grid(corpus, opened.search, depth, queries, config.grid_queries, title)
@@ -156,6 +161,7 @@ def evaluate_through(
         exact_metrics,
         gaps,
     )
+    log_distances(run, distances, "index.")
     run.log_dict(
         {
             "split": config.split,
@@ -165,6 +171,7 @@ def evaluate_through(
             "one_percent": config.one_percent,
             "metrics": {"index": found, "exact": exact_metrics, "gap": gaps},
             "spread": spread.to_dict(),
+            "distances": distances_json(distances, index_fit(opened)),
         },
         "metrics.json",
     )
@@ -178,4 +185,6 @@ def evaluate_through(
         comparison,
         spread,
         one_percent=config.one_percent,
+        distances=distances,
+        location_fit=index_fit(opened),
     )

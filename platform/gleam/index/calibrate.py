@@ -17,6 +17,7 @@ index's tile embeddings into what serving needs to know before it calls anything
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,25 @@ NEGATIVES = "hardest other tile in the index"
 AT_CHANCE_ACCURACY = 0.55
 
 
+@dataclass
+class ValidationQueries:
+    """The sampled queries of a split whose tile is in the index, embedded per modality.
+
+    What the calibration and the location fit (`gleam.index.location_fit`) share, so each query is read
+    and embedded once. `rows[m]`: query_id, modality, tile_id, lat, lon (sorted by query_id);
+    `vectors[m]`: their unit embeddings; `images`: JPEG bytes by query_id.
+    """
+
+    split: str
+    rows: dict[str, list[dict[str, Any]]]
+    vectors: dict[str, np.ndarray]
+    images: dict[str, bytes] = field(repr=False)
+
+    @property
+    def count(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
 def calibrate_on_queries(
     corpus: PreparedCorpus,
     encoder: Any,
@@ -50,6 +70,21 @@ def calibrate_on_queries(
     batch_size: int = 64,
 ) -> dict[str, Any] | None:
     """meta.json's `calibration`, or None when the split has no query whose tile is in the index."""
+    sampled = sample_queries(corpus, encoder, spec, tile_ids, split, max_queries, seed, batch_size)
+    return calibrate_sampled(sampled, tile_ids, vectors) if sampled else None
+
+
+def sample_queries(
+    corpus: PreparedCorpus,
+    encoder: Any,
+    spec: Any,
+    tile_ids: list[str],
+    split: str,
+    max_queries: int,
+    seed: int,
+    batch_size: int = 64,
+) -> ValidationQueries | None:
+    """At most `max_queries` (seeded) queries of `split` whose tile is indexed, embedded; None: too few."""
     from gleam.model.embedding import embed_images
 
     split = str(getattr(split, "value", split))
@@ -57,7 +92,8 @@ def calibrate_on_queries(
         log.info("no calibration: the corpus has no queries")
         return None
     positions = {tile: n for n, tile in enumerate(tile_ids)}
-    queries = corpus.read("queries", ["query_id", "modality", "tile_id"], pc.field("split") == split)
+    columns = ["query_id", "modality", "tile_id", "lat", "lon"]
+    queries = corpus.read("queries", columns, pc.field("split") == split)
     rows = [r for r in queries.sort_by("query_id").to_pylist() if r["tile_id"] in positions]
     if len(rows) < 2 or len(tile_ids) < 2:
         log.info("no calibration: %d %s queries with an indexed tile", len(rows), split)
@@ -68,10 +104,12 @@ def calibrate_on_queries(
     wanted = pc.field("query_id").isin([r["query_id"] for r in rows])
     images = corpus.read("queries", ["query_id", "image"], wanted)
     by_id = dict(zip(images["query_id"].to_pylist(), images["image"].to_pylist(), strict=True))
-    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    embedded: dict[str, np.ndarray] = {}
     for modality in sorted({r["modality"] for r in rows}):
         group = [r for r in rows if r["modality"] == modality]
-        embedded = np.concatenate(
+        grouped[modality] = group
+        embedded[modality] = np.concatenate(
             [
                 embed_images(
                     encoder,
@@ -82,8 +120,16 @@ def calibrate_on_queries(
                 for i in range(0, len(group), batch_size)
             ]
         )
+    return ValidationQueries(split, grouped, embedded, by_id)
+
+
+def calibrate_sampled(sampled: ValidationQueries, tile_ids: list[str], vectors: np.ndarray) -> dict[str, Any]:
+    """meta.json's `calibration` from the sampled queries' similarities to their own and other tiles."""
+    positions = {tile: n for n, tile in enumerate(tile_ids)}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for modality, group in sampled.rows.items():
         own = np.array([positions[r["tile_id"]] for r in group])
-        pairs[modality] = _pair_scores(embedded, own, vectors)
+        pairs[modality] = _pair_scores(sampled.vectors[modality], own, vectors)
     overall, by_modality = calibrate_pairs(pairs)
     if is_at_chance(overall["accuracy"]):
         log.info(  # the build job warns once, with what it means
@@ -91,13 +137,13 @@ def calibrate_on_queries(
             "on %d %s queries; this index's scores do not tell a right match from a wrong one",
             overall["threshold"],
             overall["accuracy"],
-            len(rows),
-            split,
+            sampled.count,
+            sampled.split,
         )
     return {
         **overall,
-        "split": split,
-        "queries": len(rows),
+        "split": sampled.split,
+        "queries": sampled.count,
         "negative_kind": NEGATIVES,
         "by_modality": by_modality,
     }

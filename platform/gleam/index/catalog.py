@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gleam import storage
@@ -54,6 +55,11 @@ class OpenedIndex:
     tile_ids: np.ndarray  # object array of str, by FAISS id
     lat: np.ndarray  # float64, NaN where unknown
     lon: np.ndarray
+    # the tile's ground geometry (the location estimate's footprint and heatmap scale): metres per pixel
+    # (NaN where unknown) and pixel size (0 where unknown); indexes built before them read as unknown
+    gsd_m: np.ndarray | None = None
+    width: np.ndarray | None = None
+    height: np.ndarray | None = None
     _positions: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -80,6 +86,27 @@ class OpenedIndex:
         tiles[found] = self.tile_ids[ids[found]]
         scores = np.where(found, scores, -np.inf).astype(np.float32)
         return scores, tiles
+
+    def __post_init__(self) -> None:
+        n = len(self.tile_ids)
+        if self.gsd_m is None:
+            self.gsd_m = np.full(n, np.nan)
+        if self.width is None:
+            self.width = np.zeros(n, dtype=np.int32)
+        if self.height is None:
+            self.height = np.zeros(n, dtype=np.int32)
+
+    def geometry(self, position: int) -> dict[str, Any]:
+        """lat, lon, gsd_m, width, height of the tile at `position` (None where unknown): what a
+        candidate carries for `gleam.index.location.estimate_location`."""
+        assert self.gsd_m is not None and self.width is not None and self.height is not None
+        return {
+            "lat": _known(self.lat[position]),
+            "lon": _known(self.lon[position]),
+            "gsd_m": _known(self.gsd_m[position]),
+            "width": int(self.width[position]) or None,
+            "height": int(self.height[position]) or None,
+        }
 
     def position(self, tile_id: str) -> int | None:
         """The FAISS id of a tile (None when the index does not hold it)."""
@@ -125,7 +152,23 @@ def open_index(
         tile_ids=np.asarray(ids["tile_id"].to_pylist(), dtype=object),
         lat=ids["lat"].to_numpy(zero_copy_only=False).astype(np.float64),
         lon=ids["lon"].to_numpy(zero_copy_only=False).astype(np.float64),
+        **_geometry(ids),
     )
+
+
+def _geometry(ids: pa.Table) -> dict[str, np.ndarray]:
+    """gsd_m (NaN where null), width and height (0 where null) from ids.parquet; absent before them."""
+    out: dict[str, np.ndarray] = {}
+    if "gsd_m" in ids.column_names:
+        out["gsd_m"] = ids["gsd_m"].cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    for name in ("width", "height"):
+        if name in ids.column_names:
+            out[name] = ids[name].fill_null(0).to_numpy(zero_copy_only=False).astype(np.int32)
+    return out
+
+
+def _known(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def read_meta(location: IndexLocation, version: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from pydantic import ByteSize, Field
 from gleam import storage
 from gleam.config import NAME_PATTERN, StrictModel, TrackingConfig
 from gleam.corpus.schema import Split
+from gleam.index.location import DEFAULT_COVERAGE, DEFAULT_K
 
 
 class RecallCheck(StrictModel):
@@ -40,6 +41,21 @@ class CalibrationConfig(StrictModel):
     max_queries: int = Field(2000, ge=2, description="a seeded sample when the split has more")
 
 
+class LocationConfig(StrictModel):
+    """The location radius, fitted on the calibration's queries (gleam.index.location, docs/index.md)."""
+
+    coverage: float = Field(
+        DEFAULT_COVERAGE, gt=0.0, lt=1.0, description="share of validation errors the radius covers"
+    )
+    k: int = Field(DEFAULT_K, ge=1, le=1000, description="candidates fused per query")
+    refine_queries: int = Field(
+        200,
+        ge=0,
+        description="queries whose heatmap on their top tile is computed for the refined radius "
+        "(one forward of query and tile each); 0: no refined radius",
+    )
+
+
 class IndexBuildConfig(StrictModel):
     """`jobs/build_index.py`: tiles of a prepared corpus -> `<store>/indexes/<name>/<version>/` + CURRENT."""
 
@@ -54,6 +70,7 @@ class IndexBuildConfig(StrictModel):
     recall: RecallCheck = Field(default_factory=RecallCheck)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    location: LocationConfig = Field(default_factory=LocationConfig)
     add_batch_size: int = Field(65_536, ge=1, description="vectors added to the index per call")
     incremental: bool = Field(False, description="embed only new or changed tiles since CURRENT")
     lease_ttl_s: float = Field(600.0, gt=0, description="a build silent this long is presumed dead")

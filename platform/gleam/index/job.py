@@ -25,13 +25,14 @@ from gleam import tracking
 from gleam.corpus.reader import PreparedCorpus, open_corpus
 from gleam.errors import RefusedError
 from gleam.index import build as faiss_build
-from gleam.index.calibrate import calibrate_on_queries, index_quality
+from gleam.index.calibrate import ValidationQueries, calibrate_sampled, index_quality, sample_queries
 from gleam.index.catalog import read_meta
 from gleam.index.config import IndexBuildConfig
 from gleam.index.embed import EmbedStats, embed_tiles, embeddings_schema
 from gleam.index.factory import plan_index
 from gleam.index.layout import IndexLocation
 from gleam.index.lease import hold_lease
+from gleam.index.location_fit import fit_on_queries
 from gleam.index.publish import clean_versions, point_current, read_embeddings, write_version
 from gleam.retrieval.spread import embedding_spread
 
@@ -39,7 +40,10 @@ log = logging.getLogger(__name__)
 META_FORMAT = "gleam-index"
 META_FORMAT_VERSION = 1
 # fields of the config that change what gets built; the rest (how to run it) does not
-_BUILD_FIELDS = ("splits", "memory_budget", "index_key", "exact_limit", "recall", "seed")
+# (`location` too: an index built before locations were fitted gets one on its next scheduled build)
+_BUILD_FIELDS = ("splits", "memory_budget", "index_key", "exact_limit", "recall", "seed", "location")
+# per-tile geometry carried into ids.parquet for the location estimate (gsd_m: null where unknown)
+GEOMETRY_COLUMNS = ("gsd_m", "width", "height")
 
 
 class RecallTooLowError(RefusedError, RuntimeError):
@@ -129,8 +133,14 @@ def _build_locked(
             run.set_tags({"gleam.index.published": "false"})
             raise
         calibrate_started = time.perf_counter()
-        meta["calibration"] = _calibration(corpus, config, model_and_spec, tiles, vectors)
+        sampled = _validation_queries(corpus, config, model_and_spec, tiles)
+        meta["calibration"] = (
+            calibrate_sampled(sampled, tiles["tile_id"].to_pylist(), vectors) if sampled else None
+        )
         meta["seconds"]["calibrate"] = time.perf_counter() - calibrate_started
+        locate_started = time.perf_counter()
+        meta["location"] = _location(sampled, meta, corpus, config, model_and_spec, tiles, vectors)
+        meta["seconds"]["locate"] = time.perf_counter() - locate_started
         _warn_if_unreliable(config.name, meta)
         meta["seconds"]["total"] = time.perf_counter() - started
         meta = write_version(location, version, built.index, _ids_table(tiles), embeddings, meta)
@@ -143,22 +153,21 @@ def _build_locked(
 # --- inputs ---------------------------------------------------------------------------------------------
 
 
-def _calibration(
+def _validation_queries(
     corpus: PreparedCorpus,
     config: IndexBuildConfig,
     model_and_spec: tuple[Any, Any],
     tiles: pa.Table,
-    vectors: np.ndarray,
-) -> dict[str, Any] | None:
+) -> ValidationQueries | None:
+    """The calibration's sampled queries, embedded once for the calibration and the location fit."""
     if config.calibration.split is None:
         return None
     model, spec = model_and_spec
-    return calibrate_on_queries(
+    return sample_queries(
         corpus,
         model,
         spec,
         tiles["tile_id"].to_pylist(),
-        vectors,
         config.calibration.split,
         config.calibration.max_queries,
         config.seed,
@@ -166,10 +175,42 @@ def _calibration(
     )
 
 
+def _location(
+    sampled: ValidationQueries | None,
+    meta: dict[str, Any],
+    corpus: PreparedCorpus,
+    config: IndexBuildConfig,
+    model_and_spec: tuple[Any, Any],
+    tiles: pa.Table,
+    vectors: np.ndarray,
+) -> dict[str, Any] | None:
+    """meta.json's `location` (gleam.index.location_fit), None without calibrated queries."""
+    if sampled is None or not meta.get("calibration"):
+        return None
+    location = config.location
+    fitted = fit_on_queries(
+        sampled,
+        meta,
+        corpus,
+        tiles,
+        vectors,
+        model_and_spec,
+        location.coverage,
+        location.k,
+        location.refine_queries,
+        config.seed,
+    )
+    if fitted is None:
+        log.info("index %s: no location radius (no validation query with coordinates)", config.name)
+    return fitted
+
+
 def _tiles(corpus: PreparedCorpus, config: IndexBuildConfig) -> pa.Table:
-    """tile_id, sha256, lat, lon of the tiles to index, sorted by tile_id (positions = FAISS ids)."""
+    """tile_id, sha256, lat, lon, gsd_m, width, height of the tiles to index, sorted by tile_id (positions
+    = FAISS ids); gsd_m is null for a corpus prepared before it existed."""
     where = pc.field("split").isin([s.value for s in config.splits]) if config.splits else None
-    tiles = corpus.read("tiles", ["tile_id", "sha256", "lat", "lon"], filter=where).sort_by("tile_id")
+    columns = ["tile_id", "sha256", "lat", "lon", *GEOMETRY_COLUMNS]
+    tiles = corpus.read("tiles", columns, filter=where).sort_by("tile_id")
     if not tiles.num_rows:
         which = f"splits {[s.value for s in config.splits]}" if config.splits else "any split"
         raise NoTilesError(f"corpus {corpus.uri} has no tiles in {which}: nothing to index")
@@ -184,6 +225,8 @@ def _inputs_digest(tiles: pa.Table, fingerprint: str, config: IndexBuildConfig) 
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for tile_id, sha in zip(tiles["tile_id"].to_pylist(), tiles["sha256"].to_pylist(), strict=True):
         digest.update(f"{tile_id}\0{sha}\n".encode())
+    if tiles["gsd_m"].null_count < tiles.num_rows:  # a ground size is known: it shapes the location radius
+        digest.update(json.dumps(tiles["gsd_m"].to_pylist()).encode())
     return digest.hexdigest()
 
 
@@ -229,6 +272,9 @@ def _ids_table(tiles: pa.Table) -> pa.Table:
             "sha256": tiles["sha256"],
             "lat": tiles["lat"],
             "lon": tiles["lon"],
+            "gsd_m": tiles["gsd_m"].cast(pa.float64()),
+            "width": tiles["width"].cast(pa.int32()),
+            "height": tiles["height"].cast(pa.int32()),
         }
     )
 
@@ -323,6 +369,7 @@ def _log_run(run: tracking.JobRun, meta: dict[str, Any]) -> None:
             **{f"seconds.{stage}": value for stage, value in meta["seconds"].items()},
             **_calibration_metrics(meta.get("calibration")),
             **_spread_metrics(meta.get("spread")),
+            **_location_metrics(meta.get("location")),
         }
     )
     run.set_tags({"gleam.index.published": "true", "gleam.index.version": meta["version"]})
@@ -343,6 +390,16 @@ def _calibration_metrics(calibration: dict[str, Any] | None) -> dict[str, float]
     for modality, own in calibration["by_modality"].items():
         out[f"calibration.{modality}.threshold"] = own["threshold"]
         out[f"calibration.{modality}.accuracy"] = own["accuracy"]
+    return out
+
+
+def _location_metrics(location: dict[str, Any] | None) -> dict[str, float]:
+    """location.radius_m.<method> and location.<modality>.radius_m.<method>, where fitted."""
+    if not location:
+        return {}
+    out = {f"location.radius_m.{m}": r for m, r in location["radius_m"].items() if r is not None}
+    for modality, own in location["by_modality"].items():
+        out |= {f"location.{modality}.radius_m.{m}": r for m, r in own["radius_m"].items() if r is not None}
     return out
 
 

@@ -36,6 +36,7 @@ def build_table(result: IndexBuildResult) -> Table:
         ),
         ("spread", describe(meta.get("spread"))),
         ("calibration", _calibration(meta.get("calibration"))),
+        ("location radius", _location(meta.get("location"))),
         ("MLflow run", result.run_id or "-"),
     ]
     if result.removed_versions:
@@ -56,3 +57,20 @@ def _calibration(calibration: dict[str, Any] | None) -> str:
         f"threshold {calibration['threshold']:.4f}, balanced accuracy {calibration['accuracy']:.3f}{verdict} "
         f"on {calibration.get('queries', '?')} {calibration.get('split', '')} queries"
     )
+
+
+def _location(location: dict[str, Any] | None) -> str:
+    """The pooled radius per estimate, e.g. "68 % within: top1 412 m, fused 305 m (median 190 m) on 64 val
+    queries"; "none" with why when no radius was fitted."""
+    if not location:
+        return "none (no calibration, or no validation query with coordinates)"
+    radii = [
+        f"{method} {radius:.0f} m (median error {location['median_error_m'][method]:.0f} m)"
+        for method, radius in location["radius_m"].items()
+        if radius is not None
+    ]
+    queries = location["queries"].get("top1", 0)
+    where = f"on {queries} {location.get('split') or ''} queries".replace("  ", " ")
+    if not radii:
+        return f"none fitted {where} (too few with coordinates)"
+    return f"{100 * location['coverage']:.0f} % within: " + ", ".join(radii) + f" {where}"
