@@ -2,9 +2,11 @@
 and, for `/v1/localize`, the search of the batch's vectors, so a request makes one hop from the ingress.
 
 A request is the prepared JPEGs of one place in one modality; the batch groups every request's images
-by modality (one forward per modality) and answers each request with its own fused unit vector: the
-normalised mean of its images' embeddings, which is the centroid on the sphere, the fusion that keeps
-a set's inner products comparable to single images'.
+by modality (one forward per modality) and answers each request with its own fused unit vector
+(`gleam.retrieval.fusion.fuse_set`, chosen per request): "mean", the normalised mean of its images'
+embeddings (the centroid on the sphere, which keeps a set's inner products comparable to single
+images'), or "agreement", each photo weighted by its agreement with the rest of the set, so an odd
+photo out counts less. A set's answer reports the fusion and the per-photo weights.
 
 Images become vectors through `gleam.model.embedding.embed_images` under its precision policy ("auto":
 bf16/fp16 autocast on GPU, fp32 on CPU), the same path the index build embedded the tiles with, so a
@@ -17,10 +19,17 @@ input: `load_resized` only copies them), or JPEG bytes.
 with only the `index` handle it sends the batch's vectors to the SatelliteIndex deployment in one call.
 Every answer carries `timings_ms` (queue wait, forward, search, batch size), so the ingress can tell
 where a request's time went.
+
+Each localize answer has a `location` (serve.locating), estimated where the search happened from that
+version's meta.json. A request asking for sub-tile refinement gets, where it can apply, the top tile
+with its answer; the replica then computes the evidence heatmap of the query against it and moves the
+estimate to the heatmap's peak (`refine` in `timings_ms`): one more pass of query and tile, only for
+those requests, after their batch was answered and in a thread, so it delays no other request's answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from typing import Any
@@ -30,23 +39,26 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.index import SatelliteIndex
-from serve.settings import BatchSettings
+from serve.locating import REFINE_KEY, apply_refinement
+from serve.settings import BatchSettings, Refine
 
 ImageData = bytes | np.ndarray  # JPEG bytes, or a prepared (H, W, 3) uint8 array at the input size
 EmbedRequest = tuple[str, list[ImageData]]  # (modality, images of one place)
-# (modality, images of one place, k, explain modality or None, perf_counter when it reached the replica)
-LocalizeRequest = tuple[str, list[ImageData], int, str | None, float]
+FusedRequest = tuple[str, list[ImageData], str]  # (modality, images of one place, fusion)
+# (modality, images of one place, k, explain modality or None, fusion, refine, perf_counter when it
+# reached the replica)
+LocalizeRequest = tuple[str, list[ImageData], int, str | None, str, Refine, float]
 
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def fuse(vectors: np.ndarray) -> np.ndarray:
-    """Unit vectors (n, d) of one place -> their normalised mean (d,)."""
-    mean = vectors.astype(np.float32).mean(axis=0)
-    norm = float(np.linalg.norm(mean))
-    return mean / norm if norm > 1e-12 else vectors[0].astype(np.float32)
+def fuse(vectors: np.ndarray, method: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors (n, d) of one place -> (fused unit vector (d,), per-photo weights (n,))."""
+    from gleam.retrieval.fusion import fuse_set
+
+    return fuse_set(vectors, method)
 
 
 def _in_ray_worker() -> bool:
@@ -125,14 +137,29 @@ class QueryEncoder:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def embed(self, requests: list[EmbedRequest]) -> list[np.ndarray]:
-        return self._vectors(requests)
+        # the mean: /v1/explain's evidence (match_heatmap) fuses a set by its mean too
+        return [vector for vector, _ in self._vectors([(m, images, "mean") for m, images in requests])]
 
     async def localize(
-        self, modality: str, images: list[ImageData], k: int, explain: str | None = None
+        self,
+        modality: str,
+        images: list[ImageData],
+        k: int,
+        explain: str | None = None,
+        fusion: str = "mean",
+        refine: Refine = False,
     ) -> dict:
-        """SatelliteIndex.search's answer for one place's images, with `timings_ms` of this replica."""
+        """SatelliteIndex.search's answer for one place's images, with its `location`, the `fusion`
+        (method and per-photo weights) of a set, and `timings_ms` of this replica."""
         arrived = time.perf_counter()
-        found = await self._localize_batch((modality, images, k, explain, arrived))
+        found = await self._localize_batch((modality, images, k, explain, fusion, refine, arrived))
+        block = found.pop(REFINE_KEY, None)
+        if block is not None:
+            # after the batch, in a thread: the batch's other requests are answered meanwhile, and the
+            # next batch's forward is not held up behind this request's extra pass
+            refining = time.perf_counter()
+            found["location"] = await asyncio.to_thread(self._refined, modality, images, block)
+            found["timings_ms"]["refine"] = _ms(time.perf_counter() - refining)
         found["timings_ms"]["encoder"] = _ms(time.perf_counter() - arrived)
         return found
 
@@ -143,37 +170,50 @@ class QueryEncoder:
         # so with no batch wait the next batch is what queued meanwhile (Serve forms a batch as soon as
         # its loop is free, even while the previous one still runs, so a forward in a thread would leave
         # every batch at one request)
-        vectors = np.stack(self._vectors([(modality, images) for modality, images, *_ in requests]))
+        fused = self._vectors([(modality, images, fusion) for modality, images, _, _, fusion, *_ in requests])
+        vectors = np.stack([vector for vector, _ in fused])
         embedded = time.perf_counter()
         ks = [request[2] for request in requests]
         explains = [request[3] for request in requests]
+        modalities = [request[0] for request in requests]
+        refines = [request[5] for request in requests]
         if self.local_index is not None:
-            answers = self.local_index.search_many(vectors, ks, explains)
+            answers = self.local_index.search_many(vectors, ks, explains, modalities, refines)
         else:
             if self.index is None:
                 raise RuntimeError("QueryEncoder was given neither search arguments nor an index handle")
-            answers = await self.index.search_many.remote(vectors, ks, explains)
+            answers = await self.index.search_many.remote(vectors, ks, explains, modalities, refines)
         searched = time.perf_counter()
-        for request, answer in zip(requests, answers, strict=True):
+        for request, answer, (_, weights) in zip(requests, answers, fused, strict=True):
             answer["timings_ms"] = {
-                "queue": _ms(started - request[4]),
+                "queue": _ms(started - request[6]),
                 "forward": _ms(embedded - started),
                 "search": _ms(searched - embedded),
                 "batch": len(requests),
             }
-        return answers
+            if len(request[1]) > 1:  # a set: how it was fused, and each photo's say in it
+                answer["fusion"] = {"method": request[4], "weights": [float(w) for w in weights]}
+        return answers  # with the `refine` block of a request that asked, for `localize` to refine
 
-    def _vectors(self, requests: list[EmbedRequest]) -> list[np.ndarray]:
-        """One forward per modality over every request's images -> each request's fused unit vector."""
+    def _refined(self, modality: str, images: list[ImageData], refine: dict[str, Any]) -> dict[str, Any]:
+        """The answer's location moved to the heatmap's peak of its images on the top tile."""
+        from gleam.explain.evidence import match_heatmap
+
+        grid = match_heatmap(self.encoder, self.spec, images, modality, refine["image"]).grid
+        return apply_refinement(modality, refine, grid).to_dict()
+
+    def _vectors(self, requests: list[FusedRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One forward per modality over every request's images -> each request's fused unit vector and
+        its photos' weights, by the request's fusion."""
         by_modality: dict[str, list[tuple[int, ImageData]]] = defaultdict(list)
-        for number, (modality, images) in enumerate(requests):
+        for number, (modality, images, _) in enumerate(requests):
             by_modality[modality].extend((number, image) for image in images)
         per_request: dict[int, list[np.ndarray]] = defaultdict(list)
         for modality, items in by_modality.items():
             vectors = self._forward(modality, [image for _, image in items])
             for (number, _), vector in zip(items, vectors, strict=True):
                 per_request[number].append(vector)
-        return [fuse(np.stack(per_request[number])) for number in range(len(requests))]
+        return [fuse(np.stack(per_request[number]), requests[number][2]) for number in range(len(requests))]
 
     def _forward(self, modality: str, images: list[ImageData]) -> np.ndarray:
         from gleam.model.embedding import embed_images

@@ -14,6 +14,12 @@ fitted confidence for the modality, the tile's rank): `context` (and `search(...
 the top candidate) returns all of them from one version in one call, with that version, so a request
 cannot take its tile from one version and its calibration from the next.
 
+`search_many` with the query modality of each row also gives each answer its `location` (serve.locating:
+`gleam.index.location.estimate_location` on the candidates and the meta.json of the version searched),
+and to a row that asks for sub-tile refinement, the top tile's image and geometry and that version's meta,
+so the encoder refines on the same version without another call. Candidates carry their tile's ground
+geometry (gsd_m, width, height; None where the index does not know it).
+
 `check_health` asks the loaded index the question it answered right after its checksum was verified (a
 fixed probe vector) and fails when the answer changed, the index is empty or its tile map is out of step,
 so Serve replaces a replica whose index broke instead of routing requests to it.
@@ -76,6 +82,12 @@ class _Loaded:
     loaded_at: float
     quality: dict[str, Any]  # gleam.index.calibrate.index_quality over all modalities
     canary: Canary
+
+
+def _location_k(meta: dict[str, Any]) -> int:
+    """How many candidates the version's location radius was fitted with (0: no radius fitted)."""
+    fitted = meta.get("location") or {}
+    return int(fitted.get("k") or 0)
 
 
 def _coordinate(value: float) -> float | None:
@@ -182,25 +194,63 @@ class SatelliteIndex:
         return self.search_many(np.atleast_2d(vector), [k], [explain])[0]
 
     def search_many(
-        self, vectors: np.ndarray, ks: list[int], explains: list[str | None]
+        self,
+        vectors: np.ndarray,
+        ks: list[int],
+        explains: list[str | None],
+        modalities: list[str] | None = None,
+        refines: list[bool | str] | None = None,
     ) -> list[dict[str, Any]]:
         """`search` for a batch of queries (B, dim), all from one version: one FAISS call per distinct k
-        (an approximate index may answer a larger k differently, so no k is cut from another's)."""
+        (an approximate index may answer a larger k differently, so no k is cut from another's).
+
+        With `modalities` (each row's query modality) every answer has `location`, estimated from its
+        candidates and this version's meta.json (serve.locating); a row whose `refines` entry asks for
+        sub-tile refinement, where it can apply, also gets the private `refine` block the encoder turns
+        into the refined location (the top tile's image and geometry, this version's meta pieces)."""
         active = self._active
         vectors = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
         answers: list[dict[str, Any]] = [{} for _ in ks]
-        for k in sorted(set(ks)):
-            rows = [row for row, wanted in enumerate(ks) if wanted == k]
-            scores, tiles = active.opened.search(vectors[rows], k)
+        # the location fuses as many candidates as its radius was fitted with (meta.location.k), so a
+        # row whose k is smaller is searched that deep and answered with its first k: the depth depends
+        # only on the row's own k and the version, never on the other rows of the batch
+        fused_k = _location_k(active.opened.meta) if modalities is not None else 0
+        depths = [max(k, fused_k) for k in ks]
+        for depth in sorted(set(depths)):
+            rows = [row for row, wanted in enumerate(depths) if wanted == depth]
+            scores, tiles = active.opened.search(vectors[rows], depth)
             for at, row in enumerate(rows):
-                candidates = self._candidates(active, scores[at], tiles[at])
+                ranked = self._candidates(active, scores[at], tiles[at])
+                candidates = ranked[: ks[row]]
                 found = {**self._label(active), "candidates": candidates}
                 if explains[row] is not None and candidates:
                     found["context"] = self._context(
                         active, vectors[row : row + 1], explains[row], candidates[0]["tile_id"]
                     )
+                if modalities is not None:
+                    refine = refines[row] if refines is not None else False
+                    found.update(self._location(active, ranked, modalities[row], refine))
                 answers[row] = found
         return answers
+
+    @staticmethod
+    def _location(
+        active: _Loaded, candidates: list[dict[str, Any]], modality: str, refine: bool | str
+    ) -> dict[str, Any]:
+        """`location` of one answer and, when refinement is wanted and can apply, the `refine` block."""
+        from serve.locating import REFINE_KEY, locate, refine_input, wants_refinement, with_reason
+
+        meta = active.opened.meta
+        location = locate(candidates, modality, meta)
+        top = candidates[0] if candidates else None
+        wanted, why_not = wants_refinement(location, top, meta, modality, refine)
+        image = active.tiles.get(top["tile_id"]) if wanted and top is not None else None
+        if wanted and image is None:
+            why_not = "Not refined: the top tile's image is not held by this index."
+        out: dict[str, Any] = {"location": with_reason(location, why_not).to_dict()}
+        if image is not None and top is not None:
+            out[REFINE_KEY] = refine_input(top, image, meta, candidates)
+        return out
 
     def context(self, vector: np.ndarray, modality: str, tile_id: str | None) -> dict[str, Any]:
         """What one explanation needs from one version: its label, `tile` (None when it is not held or
@@ -291,17 +341,12 @@ class SatelliteIndex:
 
     @staticmethod
     def _candidates(active: _Loaded, scores: np.ndarray, tiles: np.ndarray) -> list[dict[str, Any]]:
+        """tile_id, score, lat, lon and the tile's ground geometry (gsd_m, width, height; None where the
+        index does not know them, as in one built before they were recorded)."""
         out = []
         for tile_id, score in zip(tiles, scores, strict=True):
             if tile_id is None:
                 continue
             position = active.opened.position(tile_id)
-            out.append(
-                {
-                    "tile_id": tile_id,
-                    "score": float(score),
-                    "lat": _coordinate(active.opened.lat[position]),
-                    "lon": _coordinate(active.opened.lon[position]),
-                }
-            )
+            out.append({"tile_id": tile_id, "score": float(score), **active.opened.geometry(position)})
         return out

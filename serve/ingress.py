@@ -33,13 +33,28 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.requests import APIError, explain_query, jpegs, localize_query, prepare_images
+from serve.requests import FUSIONS, APIError, explain_query, jpegs, localize_query, prepare_images
 from serve.settings import API_TOKEN_ENV, MAX_K, ServeArgs
 
 log = logging.getLogger("ray.serve")
 STATIC = Path(__file__).resolve().parent / "static"
 
 _IMAGE_SCHEMA = {"type": "string", "format": "binary"}
+_FUSION_SCHEMA = {
+    "type": "string",
+    "enum": list(FUSIONS),
+    "description": "how a set of photos becomes one query (default: the service's `fusion` setting)",
+}
+_REFINE_SCHEMA = {
+    "type": "string",
+    "enum": ["true", "false", "auto"],
+    "description": "move the location to the heatmap's peak on the top tile (default: the service's"
+    " `refine` setting); one more pass of the photos and the tile through the encoder",
+}
+_REFINE_JSON_SCHEMA = {
+    "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["auto"]}],
+    "description": _REFINE_SCHEMA["description"],
+}
 _LOCALIZE_BODY = {
     "requestBody": {
         "required": True,
@@ -58,6 +73,8 @@ _LOCALIZE_BODY = {
                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K, "default": 5},
                         "explain": {"type": "boolean", "default": False},
                         "language": {"type": "string", "enum": ["en", "zh"], "default": "en"},
+                        "fusion": _FUSION_SCHEMA,
+                        "refine": _REFINE_SCHEMA,
                     },
                 }
             },
@@ -71,6 +88,8 @@ _LOCALIZE_BODY = {
                         "k": {"type": "integer", "minimum": 1, "maximum": MAX_K},
                         "explain": {"type": "boolean"},
                         "language": {"type": "string", "enum": ["en", "zh"]},
+                        "fusion": _FUSION_SCHEMA,
+                        "refine": _REFINE_JSON_SCHEMA,
                     },
                 }
             },
@@ -260,14 +279,21 @@ class Ingress:
     async def localize(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         self._authorize(request)
-        query = await localize_query(request, self.args.limits, self.args.default_k)
+        query = await localize_query(
+            request, self.args.limits, self.args.default_k, self.args.fusion, self.args.refine
+        )
         parsed = time.perf_counter()
         pixels = await self._prepared(query.images, query.modality)
         prepared = time.perf_counter()
         # one hop: the encoder embeds (batched) and searches; with explain, the top candidate's context
-        # comes from the same search, so the same index version
+        # comes from the same search, so the same index version, as does the location
         found = await self.encoder.localize.remote(
-            query.modality, pixels, query.k, query.modality if query.explain else None
+            query.modality,
+            pixels,
+            query.k,
+            query.modality if query.explain else None,
+            query.fusion,
+            query.refine,
         )
         searched = time.perf_counter()
         body: dict[str, Any] = {
@@ -275,8 +301,11 @@ class Ingress:
             "images": len(pixels),
             "k": query.k,
             "candidates": found["candidates"],
+            "location": found["location"],
             **self._labels(found, await self._encoder()),
         }
+        if "fusion" in found:
+            body["fusion"] = found["fusion"]
         timings = {
             "parse": _ms(parsed - started),
             "prepare": _ms(prepared - parsed),
@@ -337,6 +366,12 @@ class Ingress:
                 "explainer": explainer,
                 "auth": self._token is not None,
                 "limits": self.args.limits.model_dump(),
+                # what a /v1/localize request gets when it does not say
+                "defaults": {
+                    "k": self.args.default_k,
+                    "fusion": self.args.fusion,
+                    "refine": self.args.refine,
+                },
                 "modalities": [m for m in encoder["sizes"] if m != "satellite"],
             }
         )

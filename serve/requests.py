@@ -29,7 +29,8 @@ from starlette.requests import ClientDisconnect, Request
 from gleam.corpus.config import ImageLimits
 from gleam.corpus.images import ProcessedImage, decode_resized
 from gleam.corpus.schema import Modality
-from serve.settings import MAX_K, UploadLimits
+from gleam.retrieval.fusion import FUSIONS
+from serve.settings import MAX_K, Refine, UploadLimits
 
 LANGUAGES = ("en", "zh")
 # A single small JPEG is decoded without a thread hop: its DCT-domain draft decode costs about the
@@ -70,6 +71,8 @@ class LocalizeQuery:
     k: int
     explain: bool
     language: str
+    fusion: str = "mean"  # how a set of photos becomes one vector (gleam.retrieval.fusion)
+    refine: Refine = False  # sub-tile refinement of the location: True, False or "auto"
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,32 @@ def bool_field(fields: dict[str, Any], name: str) -> bool:
     raise APIError(422, "invalid_field", f"{name} must be true or false, got {value!r}", name)
 
 
+def fusion_field(fields: dict[str, Any], default: str) -> str:
+    value = fields.get("fusion")
+    if value is None or value == "":
+        return default
+    text = str(value).strip().lower()
+    if text not in FUSIONS:
+        raise APIError(
+            422, "invalid_field", f"fusion must be one of {', '.join(FUSIONS)}, got {value!r}", "fusion"
+        )
+    return text
+
+
+def refine_field(fields: dict[str, Any], default: Refine) -> Refine:
+    value = fields.get("refine")
+    if value is None or value == "":
+        return default
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return bool_field(fields, "refine")
+    except APIError:
+        raise APIError(
+            422, "invalid_field", f"refine must be true, false or auto, got {value!r}", "refine"
+        ) from None
+
+
 def language_field(fields: dict[str, Any]) -> str:
     value = str(fields.get("language") or "en").strip().lower()
     if value not in LANGUAGES:
@@ -262,19 +291,38 @@ def _check_unknown(fields: dict[str, Any], known: set[str]) -> None:
         raise APIError(422, "unknown_field", f"unknown field(s) {', '.join(unknown)}", unknown[0])
 
 
-async def localize_query(request: Request, limits: UploadLimits, default_k: int) -> LocalizeQuery:
+async def localize_query(
+    request: Request,
+    limits: UploadLimits,
+    default_k: int,
+    default_fusion: str = "mean",
+    default_refine: Refine = False,
+) -> LocalizeQuery:
     fields, images, satellite = await read_fields(request, limits)
     if satellite is not None:
         raise APIError(
             422, "invalid_field", "satellite belongs to /v1/explain, not /v1/localize", "satellite"
         )
-    _check_unknown(fields, {"modality", "k", "explain", "language"})
+    return localize_fields(fields, images, default_k, default_fusion, default_refine)
+
+
+def localize_fields(
+    fields: dict[str, Any],
+    images: list[bytes],
+    default_k: int,
+    default_fusion: str = "mean",
+    default_refine: Refine = False,
+) -> LocalizeQuery:
+    """The checked fields of a localize request (each bad one a 4xx naming it)."""
+    _check_unknown(fields, {"modality", "k", "explain", "language", "fusion", "refine"})
     return LocalizeQuery(
         images=images,
         modality=modality_field(fields),
         k=k_field(fields, default_k),
         explain=bool_field(fields, "explain"),
         language=language_field(fields),
+        fusion=fusion_field(fields, default_fusion),
+        refine=refine_field(fields, default_refine),
     )
 
 

@@ -7,6 +7,8 @@ not arguments: the API token is read from the environment by the ingress replica
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from gleam import storage
@@ -15,6 +17,9 @@ from gleam.explain.mllm import MLLMConfig
 
 API_TOKEN_ENV = "GLEAM_API_TOKEN"
 MAX_K = 100
+# set fusion (gleam.retrieval.fusion.FUSIONS) and refinement choices a request or the config may name
+Fusion = Literal["mean", "agreement"]
+Refine = bool | Literal["auto"]
 
 
 class BatchSettings(StrictModel):
@@ -55,6 +60,17 @@ class ServeArgs(StrictModel):
         True,
         description="each QueryEncoder replica holds the index and searches its batches itself (no hop);"
         " false for an index too large to hold in every encoder replica: one SatelliteIndex call per batch",
+    )
+    fusion: Fusion = Field(
+        "mean",
+        description="how a set of photos becomes one query vector when a request does not say"
+        " (gleam.retrieval.fusion): the plain normalised mean, or weighted by each photo's agreement",
+    )
+    refine: Refine = Field(
+        False,
+        description="sub-tile refinement of the location when a request does not say: the heatmap peak on"
+        " the top tile (one more forward of the query and the tile per request); auto: only where the"
+        " index's validation queries measured the refined radius smaller than the fused one",
     )
     limits: UploadLimits = Field(default_factory=UploadLimits)
     explainer: ExplainerSettings = Field(default_factory=ExplainerSettings)

@@ -89,7 +89,7 @@ function candidateItem(candidate, rank) {
 // Thumbnails (a marker icon of fixed size) rather than image overlays scaled to the ground: the API does
 // not say how much ground a tile covers, and a thumbnail stays legible, clickable and focusable at the
 // zoom that fits candidates hundreds of metres apart.
-const map = { view: null, layer: null, markers: new Map() };
+const map = { view: null, layer: null, markers: new Map(), estimate: null };
 // Where tiles overlap, the better candidate lies on top; the selected one and the hovered one above all.
 const Z_STEP = 1000, Z_ACTIVE = 200 * Z_STEP, Z_HOVER = 300 * Z_STEP;
 
@@ -121,7 +121,67 @@ function markerFor(candidate, rank) {
   map.markers.set(candidate.tile_id, { marker, z });
 }
 
-function showOnMap(candidates) {
+// The location estimate: where the photo was taken and how far off that may be, in words above the map;
+// on the map a marker at the estimate with its radius circle (which holds the true position for the
+// stated share of the index's validation queries). Unknown: no marker, and the reason instead.
+function knownLocation(location) {
+  return Boolean(location) && location.method !== "unknown" && Number.isFinite(location.lat) && Number.isFinite(location.lon);
+}
+
+function metres(value) {
+  return value >= 1000 ? `${(value / 1000).toFixed(value >= 10000 ? 0 : 1)} km` : `${Math.round(value)} m`;
+}
+
+function describeLocation(location) {
+  if (!location) return { text: "", note: "" };
+  if (!knownLocation(location)) return { text: "Position unknown.", note: location.reason || "" };
+  const radius = Number.isFinite(location.radius_m) ? ` within ${metres(location.radius_m)}` : "";
+  const coverage = Number.isFinite(location.coverage)
+    ? ` (a circle that held ${Math.round(location.coverage * 100)} % of this index's validation queries)` : "";
+  const how = { fused: "fused from the candidates", refined: "refined inside the top tile", top1: "the top tile's centre" }[location.method] || location.method;
+  return { text: `Estimated position ${fmt(location.lat, 5)}, ${fmt(location.lon, 5)}${radius}${coverage}; method: ${location.method} (${how}).`, note: location.reason || "" };
+}
+
+function showLocation(location) {
+  const { text, note } = describeLocation(location);
+  const el = $("location");
+  el.hidden = !text;
+  el.dataset.method = location ? location.method : "";
+  $("location-text").textContent = text;
+  $("location-note").textContent = note;
+  $("location-note").hidden = !note;
+}
+
+function estimateLayer(location) {
+  const label = describeLocation(location).text;
+  const circle = L.circle([location.lat, location.lon], {
+    radius: location.radius_m, className: "location-circle", color: "#1f6feb", weight: 2, fillOpacity: 0.08, interactive: false,
+  });
+  const icon = L.divIcon({ className: "location-marker", html: "", iconSize: [18, 18] });
+  const marker = L.marker([location.lat, location.lon], {
+    icon, title: label, keyboard: false, interactive: false, zIndexOffset: Z_HOVER + Z_STEP,
+  });
+  return { circle, marker, label };
+}
+
+function drawEstimate(location) {
+  if (!knownLocation(location)) return;
+  const { circle, marker, label } = estimateLayer(location);
+  if (Number.isFinite(location.radius_m) && location.radius_m > 0) {
+    circle.addTo(map.layer);
+    const path = circle.getElement();
+    path.setAttribute("data-testid", "location-circle");
+    path.setAttribute("data-radius-m", String(location.radius_m));
+  }
+  marker.addTo(map.layer);
+  const el = marker.getElement();
+  el.setAttribute("data-testid", "location-marker");
+  el.setAttribute("aria-label", label);
+  Object.assign(el.dataset, { lat: String(location.lat), lon: String(location.lon), radiusM: String(location.radius_m), method: location.method });
+  map.estimate = { circle, marker };
+}
+
+function showOnMap(candidates, location) {
   const placed = candidates.map((c, i) => [c, i + 1]).filter(([c]) => hasPlace(c));
   const missing = candidates.length - placed.length;
   $("map-note").textContent = missing
@@ -132,6 +192,7 @@ function showOnMap(candidates) {
   $("map").hidden = !usable;
   $("map-caption").hidden = !usable;
   map.markers.clear();
+  map.estimate = null;
   if (map.layer) map.layer.clearLayers();
   if (!usable) return;
   if (!map.view) {
@@ -141,9 +202,23 @@ function showOnMap(candidates) {
     map.layer = L.layerGroup().addTo(map.view);
   }
   map.view.invalidateSize();
-  // the view first: a layer only reaches the page (and has an element) once the map has one
-  map.view.fitBounds(L.latLngBounds(placed.map(([c]) => [c.lat, c.lon])), { padding: [48, 48], maxZoom: 19, animate: false });
+  // the view first: a layer only reaches the page (and has an element) once the map has one; it holds
+  // the candidates and the estimate's whole circle
+  const bounds = L.latLngBounds(placed.map(([c]) => [c.lat, c.lon]));
+  if (knownLocation(location)) bounds.extend(L.latLng(location.lat, location.lon).toBounds(2 * (location.radius_m || 0)));
+  map.view.fitBounds(bounds, { padding: [48, 48], maxZoom: 19, animate: false });
   placed.forEach(([c, rank]) => markerFor(c, rank));
+  drawEstimate(location);
+}
+
+// How a set of photos was fused into one query, and each photo's say in it (agreement: an odd one out
+// counts less). Shown only for a set.
+function showFusion(fusion) {
+  const el = $("fusion");
+  el.hidden = !fusion;
+  if (!fusion) { el.textContent = ""; return; }
+  const weights = fusion.weights.map((w, i) => `photo ${i + 1}: ${fmt(w, 2)}`).join(", ");
+  el.textContent = `${fusion.weights.length} photos fused by ${fusion.method}; weights ${weights}`;
 }
 
 // The selected candidate: its card and its marker, whichever was clicked.
@@ -166,7 +241,10 @@ async function localize(event) {
   $("localize").disabled = true;
   $("explanation").hidden = true;
   try {
-    const response = await fetch("/v1/localize", { method: "POST", headers: authHeaders(), body: queryForm({ k: $("k").value }) });
+    const options = { k: $("k").value };
+    if ($("fusion-method").value) options.fusion = $("fusion-method").value;
+    if ($("refine").value) options.refine = $("refine").value;
+    const response = await fetch("/v1/localize", { method: "POST", headers: authHeaders(), body: queryForm(options) });
     if (!response.ok) { showError(await apiError(response)); $("results").hidden = true; return; }
     const body = await response.json();
     $("labels").textContent = `index ${body.index.name}/${body.index.version} · encoder ${body.encoder.fingerprint.slice(0, 12)} · ${body.took_ms} ms`;
@@ -177,7 +255,9 @@ async function localize(event) {
     state.tiles = new Map();
     $("candidates").replaceChildren(...body.candidates.map((c, i) => candidateItem(c, i + 1)));
     $("results").hidden = false;
-    showOnMap(body.candidates);
+    showLocation(body.location);
+    showFusion(body.fusion);
+    showOnMap(body.candidates, body.location);
   } catch (error) {
     showError(`network error: ${error}`);
   } finally {
@@ -217,6 +297,10 @@ async function served() {
     const body = await response.json();
     $("served").textContent = `index ${body.index.index}/${body.index.version} (${body.index.vectors} tiles) · encoder ${body.encoder.fingerprint.slice(0, 12)} · explanations from ${body.explainer.answers_from}`;
     $("token").parentElement.hidden = !body.auth;
+    // the service's own defaults, named in the "service default" choices
+    const defaults = body.defaults || {};
+    if (defaults.fusion !== undefined) $("fusion-method").options[0].textContent = `service default (${defaults.fusion})`;
+    if (defaults.refine !== undefined) $("refine").options[0].textContent = `service default (${defaults.refine === true ? "yes" : defaults.refine === false ? "no" : defaults.refine})`;
     if (Array.isArray(body.modalities)) {
       Array.from($("modality").options).forEach((o) => { o.disabled = !body.modalities.includes(o.value); });
     }

@@ -123,6 +123,12 @@ def test_gleam_serve_answers_until_interrupted(small_index: dict[str, str]) -> N
             f"{url}/v1/localize", files=files, data={"modality": query["modality"]}, timeout=60
         )
         assert answer.status_code == 200 and len(answer.json()["candidates"]) == 5
+        # every answer says where, or why it cannot (`unknown` with a reason)
+        location = answer.json()["location"]
+        assert location["method"] in ("fused", "refined", "top1", "unknown")
+        assert (location["lat"] is None) == (location["method"] == "unknown") and (
+            location["reason"] or location["method"] != "unknown"
+        )
     finally:
         interrupt(process, reader)
     output = "".join(lines)

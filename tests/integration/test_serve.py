@@ -25,9 +25,11 @@ from gleam.explain.confidence import POOLED, ConfidenceModel
 from gleam.index.catalog import open_index
 from gleam.index.job import build_index
 from gleam.index.layout import IndexLocation
+from gleam.index.location import estimate_location, peak_offset_m, radius_for
 from gleam.index.publish import point_current
 from gleam.model import weights
 from gleam.model.transforms import eval_batch
+from gleam.retrieval.fusion import fuse_set
 from serve.requests import decode_checked
 from serve.run import load_config, start
 from tests.support import bad_images
@@ -59,6 +61,14 @@ def queries(world: ServedWorld) -> list[dict[str, Any]]:
     return table.sort_by("query_id").to_pylist()
 
 
+def _configured(name: str) -> Any:
+    """An application argument as serve/config.yaml ships it (what the served app runs with)."""
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "serve" / "config.yaml").read_text())
+    return config["applications"][0]["args"][name]
+
+
 def query_of(queries: list[dict[str, Any]], modality: str, n: int = 0) -> dict[str, Any]:
     return [q for q in queries if q["modality"] == modality][n]
 
@@ -78,6 +88,35 @@ def expected_top(world: ServedWorld, query: bytes, modality: str, k: int) -> tup
         vector, k
     )
     return list(tiles[0]), scores[0]
+
+
+def candidates_in_process(
+    world: ServedWorld, index: Any, query: bytes, modality: str, k: int
+) -> list[dict[str, Any]]:
+    """The candidates the location is estimated from, searched in this process: as many as the index's
+    radius was fitted with (meta.location.k) when that is more than `k`, with their tiles' geometry."""
+    depth = max(k, int((index.meta.get("location") or {}).get("k") or 0))
+    ids, scores = expected_top(world, query, modality, depth)
+    return [
+        {"tile_id": tile, "score": float(score), **index.geometry(index.position(tile))}
+        for tile, score in zip(ids, scores, strict=True)
+        if tile is not None
+    ]
+
+
+def assert_same_location(served: dict[str, Any], expected: dict[str, Any]) -> None:
+    """The same estimate, to float noise: the service's scores come from its own forward (1e-6 deg is
+    about 0.1 m)."""
+    assert {k: v for k, v in served.items() if k not in ("lat", "lon", "fused")} == {
+        k: v for k, v in expected.items() if k not in ("lat", "lon", "fused")
+    }
+    assert (served["fused"] is None) == (expected["fused"] is None)
+    for key in ("lat", "lon"):
+        assert (served[key] is None) == (expected[key] is None)
+        if expected[key] is not None:
+            assert served[key] == pytest.approx(expected[key], abs=1e-6)
+        if expected["fused"] is not None:
+            assert served["fused"][key] == pytest.approx(expected["fused"][key], abs=1e-6)
 
 
 def test_localize_multipart_matches_the_same_search_in_process(app_url, world, queries) -> None:
@@ -101,12 +140,28 @@ def test_localize_multipart_matches_the_same_search_in_process(app_url, world, q
         position = index.position(candidate["tile_id"])
         assert candidate["lat"] == pytest.approx(index.lat[position])
         assert candidate["lon"] == pytest.approx(index.lon[position])
+        assert candidate == {
+            "tile_id": candidate["tile_id"],
+            "score": candidate["score"],
+            **index.geometry(position),
+        }
+    # the position: estimated from these candidates on the version that gave them (what it is depends on
+    # whether this random-init encoder's calibration separates places; the reliable case is tested below)
+    location = body["location"]
+    deep = candidates_in_process(world, index, query["image"], "drone", 7)
+    assert [c["tile_id"] for c in deep[:7]] == ids
+    assert_same_location(location, estimate_location(deep, "drone", index.meta).to_dict())
+    assert "fusion" not in body  # one photo: nothing was fused
+    if not quality["reliable"]:
+        assert location["method"] == "unknown" and location["lat"] is None and location["radius_m"] is None
+        assert quality["warning"] in location["reason"]
     # where the time went: the ingress's steps, the encoder's inside its call, and the same as Server-Timing
     timings = body["timings_ms"]
     steps = ("parse", "prepare", "encoder_call", "queue", "forward", "search", "encoder", "total")
     assert all(timings[step] >= 0 for step in steps) and timings["batch"] >= 1
     assert timings["encoder"] <= timings["encoder_call"] <= timings["total"]
-    assert body["took_ms"] == pytest.approx(timings["total"], abs=0.05)
+    # took_ms is total (2 decimals) rounded to 1: off by up to 0.05, exactly 0.05 in float at worst
+    assert body["took_ms"] == pytest.approx(timings["total"], abs=0.051)
     header = dict(part.strip().split(";dur=") for part in response.headers["Server-Timing"].split(","))
     assert set(steps) | {"json"} <= set(header) and float(header["forward"]) == timings["forward"]
 
@@ -128,6 +183,24 @@ def test_localize_json_set_is_fused(app_url, world, queries) -> None:
     fused /= np.linalg.norm(fused)
     _, ids = open_index(world.store, world.index).search(fused[None], 24)
     assert [c["tile_id"] for c in body["candidates"]] == list(ids[0])
+    assert body["fusion"]["method"] == _configured("fusion")  # the service's default
+    # by agreement, asked per request: the photos weighted as fuse_set weighs them, the search on that
+    by_agreement = requests.post(
+        f"{app_url}/v1/localize",
+        json={"images": encoded, "modality": "ground", "k": 24, "fusion": "agreement"},
+        timeout=60,
+    ).json()
+    vector, weights_ = fuse_set(vectors, "agreement")
+    assert by_agreement["fusion"]["method"] == "agreement"
+    np.testing.assert_allclose(by_agreement["fusion"]["weights"], weights_, atol=1e-4)
+    assert sum(by_agreement["fusion"]["weights"]) == pytest.approx(1.0)
+    _, ids = open_index(world.store, world.index).search(vector[None], 24)
+    assert [c["tile_id"] for c in by_agreement["candidates"]] == list(ids[0])
+    # a bad fusion or refine names its field
+    for field, value in (("fusion", "median"), ("refine", "maybe")):
+        response = localize_files(app_url, [a["image"]], modality="ground", **{field: value})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field and value in response.json()["error"]["message"]
 
 
 def test_explain_by_tile_id_answers_from_evidence_in_both_languages(app_url, world, queries) -> None:
@@ -200,6 +273,8 @@ def test_tiles_page_health_and_docs(app_url, world) -> None:
     health = requests.get(f"{app_url}/healthz", timeout=30).json()
     assert health["status"] == "ok" and health["index"]["vectors"] == len(tiles)
     assert health["explainer"]["answers_from"] == "evidence" and health["auth"] is False
+    defaults = {name: _configured(name) for name in ("fusion", "refine")}
+    assert health["defaults"] == {"k": _configured("default_k"), **defaults}  # serve/config.yaml's
     page = requests.get(f"{app_url}/", timeout=30)
     assert page.status_code == 200 and "<title>GLEAM" in page.text
     assert requests.get(f"{app_url}/static/app.js", timeout=30).status_code == 200
@@ -303,6 +378,30 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], int, str]] = [
         "unknown_field",
     ),
     ("empty image list", {"json": {"images": [], "modality": "drone"}}, 422, "missing_field"),
+    (
+        "unknown fusion",
+        {
+            "json": {
+                "images": [base64.b64encode(_jpeg((64, 64))).decode()],
+                "modality": "drone",
+                "fusion": "max",
+            }
+        },
+        422,
+        "invalid_field",
+    ),
+    (
+        "refine not a boolean",
+        {
+            "json": {
+                "images": [base64.b64encode(_jpeg((64, 64))).decode()],
+                "modality": "drone",
+                "refine": "often",
+            }
+        },
+        422,
+        "invalid_field",
+    ),
 ]
 
 
@@ -453,22 +552,17 @@ def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
 ) -> None:
     """A version whose meta.json records collapsed tiles and a calibration at chance (the reported demo):
     /v1/localize carries the warning and the evidence answer calls nothing a match."""
-    import shutil
+
+    def at_chance(meta: dict[str, Any]) -> None:
+        meta["spread"] = {"mean_cosine": 0.99991, "effective_rank": 1.3, "vectors": 24, "collapsed": True}
+        calibration = meta["calibration"]
+        calibration.update(accuracy=0.5, at_chance=True)
+        for own in calibration["by_modality"].values():
+            own.update(accuracy=0.5, at_chance=True)
 
     location = IndexLocation(world.store, world.index)
     serving = _current_version(app_url)
-    version = location.new_version()
-    shutil.copytree(location.version_uri(serving), location.version_uri(version))
-    meta_uri = location.file_uri(version, "meta.json")
-    meta = json.loads(Path(meta_uri).read_text())
-    meta["version"] = version
-    meta["spread"] = {"mean_cosine": 0.99991, "effective_rank": 1.3, "vectors": 24, "collapsed": True}
-    calibration = meta["calibration"]
-    calibration.update(accuracy=0.5, at_chance=True)
-    for own in calibration["by_modality"].values():
-        own.update(accuracy=0.5, at_chance=True)
-    Path(meta_uri).write_text(json.dumps(meta))
-    point_current(location, version)
+    version = _publish_edited(world, serving, at_chance)
     query = query_of(queries, "drone")
     try:
         assert _wait_until_serving(app_url, version, query["image"])
@@ -476,6 +570,9 @@ def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["index"]["version"] == version
+        # no position either: unknown, with the reason, and nothing to draw
+        assert body["location"]["method"] == "unknown" and body["location"]["lat"] is None
+        assert "cannot tell places apart" in body["location"]["reason"]
         assert body["index"]["quality"]["collapsed"] is True and body["index"]["quality"]["at_chance"] is True
         assert "cannot tell places apart" in body["index"]["warning"]
         explanation = body["explanation"]
@@ -488,6 +585,104 @@ def test_an_index_that_cannot_tell_places_apart_is_flagged_and_gets_no_verdict(
         assert zh["match"] is None and "无法区分不同地点" in zh["reasoning"]
     finally:
         point_current(location, serving)
+    assert _wait_until_serving(app_url, serving, query["image"])
+
+
+def _publish_edited(world: ServedWorld, serving: str, edit: Any) -> str:
+    """A copy of version `serving` with `edit(meta)` applied to its meta.json, made CURRENT: an index
+    version that says something else about its own scores (the vectors and tiles are the same)."""
+    import shutil
+
+    location = IndexLocation(world.store, world.index)
+    version = location.new_version()
+    shutil.copytree(location.version_uri(serving), location.version_uri(version))
+    meta_uri = location.file_uri(version, "meta.json")
+    meta = json.loads(Path(meta_uri).read_text())
+    meta["version"] = version
+    edit(meta)
+    Path(meta_uri).write_text(json.dumps(meta))
+    point_current(location, version)
+    return version
+
+
+def _reliable(meta: dict[str, Any]) -> None:
+    """The meta of an index whose scores separate places: spread, calibration and an informative fitted
+    confidence (the random-init test encoder's own may be at chance); its fitted location radii kept."""
+    meta["spread"] = {"mean_cosine": 0.2, "effective_rank": 12.0, "vectors": 24, "collapsed": False}
+    calibration = meta["calibration"]
+    for own in (calibration, *calibration["by_modality"].values()):
+        own.update(accuracy=0.95, at_chance=False)
+        if own.get("confidence"):
+            own["confidence"]["slope"] = 25.0
+    # the tiny world's few validation queries may leave the refined estimate without a radius of its own
+    # (and so never refined): then it says refinement measured half the fused radius
+    radius = meta["location"]["radius_m"]
+    if radius.get("refined") is None:
+        radius["refined"] = radius["fused"] / 2
+
+
+def test_localize_gives_a_position_with_its_radius_refined_on_request(app_url, world, queries) -> None:
+    """On a version whose scores separate places: a fused position with the radius its validation
+    queries fitted; with refine=true, the position moved to the heatmap's peak on the top tile, exactly
+    as computed in this process from the same tile and the same meta."""
+    from gleam.explain.evidence import match_heatmap
+    from gleam.index.tiles import TileImages
+
+    serving = _current_version(app_url)
+    fitted = open_index(world.store, world.index, serving).meta.get("location")
+    assert fitted, "the test world's index has a fitted location radius (its tiles have gsd_m)"
+    version = _publish_edited(world, serving, _reliable)
+    meta = open_index(world.store, world.index, version).meta
+    query = query_of(queries, "drone")
+    try:
+        assert _wait_until_serving(app_url, version, query["image"])
+        plain = localize_files(app_url, [query["image"]], modality="drone", k="5").json()
+        assert plain["index"]["version"] == version and plain["index"]["warning"] is None
+        location = plain["location"]
+        index = open_index(world.store, world.index, version)
+        deep = candidates_in_process(world, index, query["image"], "drone", 5)  # as deep as the radius's k
+        assert_same_location(location, estimate_location(deep, "drone", meta).to_dict())
+        assert location["method"] in ("fused", "top1") and -90 <= location["lat"] <= 90
+        assert location["radius_m"] == radius_for(fitted, "drone", location["method"])[0] > 0
+        assert location["coverage"] == fitted["coverage"] and "refine" not in plain["timings_ms"]
+
+        refined = localize_files(app_url, [query["image"]], modality="drone", k="5", refine="true").json()
+        assert refined["candidates"] == plain["candidates"]
+        moved = refined["location"]
+        encoder, spec, _ = weights.load(world.encoder)
+        top = plain["candidates"][0]
+        tile = TileImages(meta["corpus"]).get(top["tile_id"])
+        prepared = decode_checked(query["image"], spec.size("drone"), ImageLimits())
+        grid = match_heatmap(encoder, spec, [prepared], "drone", tile).grid
+        offset = peak_offset_m(grid, top["gsd_m"], top["width"], top["height"])
+        expected = estimate_location(deep, "drone", meta, offset).to_dict()
+        assert moved["method"] == expected["method"] and moved["radius_m"] == expected["radius_m"]
+        assert moved["reason"] == expected["reason"]
+        # refined unless the top tile lies outside the most probable neighbourhood (the reason says so)
+        assert expected["method"] == "refined" or "outside" in expected["reason"]
+        if expected["method"] == "refined":
+            assert moved["lat"] == pytest.approx(expected["lat"], abs=1e-6)  # ~0.1 m
+            assert moved["lon"] == pytest.approx(expected["lon"], abs=1e-6)
+            assert moved["fused"] == pytest.approx(location["fused"])
+            assert moved["refinement_m"]["east"] == pytest.approx(offset[0], abs=0.5)
+            assert refined["timings_ms"]["refine"] > 0
+        # without an index of its own the encoder gets the top tile from the SatelliteIndex deployment
+        # with the search's answer (no further call), and refines to the same place
+        import asyncio
+
+        encoder = _encoder_searching_through_the_deployment(world)
+        batch = [("drone", [prepared], 5, None, "mean", True, time.perf_counter())]
+        found = asyncio.run(encoder._localize_batch.__wrapped__(encoder, batch))[0]
+        assert found["version"] == version and found["location"] == location
+        block = found.pop("refine", None)
+        if expected["method"] == "refined" or block is not None:
+            assert block is not None and block["tile_id"] == top["tile_id"] and block["image"] == tile
+            again = encoder._refined("drone", [prepared], block)
+            assert again["method"] == expected["method"]
+            assert again["lat"] == pytest.approx(expected["lat"], abs=1e-6)
+            assert again["lon"] == pytest.approx(expected["lon"], abs=1e-6)
+    finally:
+        point_current(IndexLocation(world.store, world.index), serving)
     assert _wait_until_serving(app_url, serving, query["image"])
 
 
@@ -530,6 +725,38 @@ def test_an_encoder_without_its_own_index_searches_through_satellite_index(app_u
     deployment in one `search_many` call, and the answers equal the in-process search."""
     import asyncio
 
+    encoder = _encoder_searching_through_the_deployment(world)
+    drone = [query_of(queries, "drone", n)["image"] for n in range(3)]
+    size = encoder.spec.size("drone")
+    arrays = [decode_checked(image, size, ImageLimits()) for image in drone]
+
+    # the batch body itself (`@serve.batch` needs a replica around it): three requests, one batch, and a
+    # fourth, a set fused by agreement that asks for refinement
+    batch = [("drone", [array], 5, None, "mean", False, time.perf_counter()) for array in arrays]
+    batch.append(("drone", arrays[:2], 5, None, "agreement", True, time.perf_counter()))
+    answers = asyncio.run(encoder._localize_batch.__wrapped__(encoder, batch))
+    index = open_index(world.store, world.index, _current_version(app_url))
+    meta = index.meta
+    for image, answer in zip(drone, answers[:3], strict=True):
+        ids, scores = expected_top(world, image, "drone", 5)
+        assert [c["tile_id"] for c in answer["candidates"]] == ids
+        np.testing.assert_allclose([c["score"] for c in answer["candidates"]], scores, atol=1e-4)
+        assert answer["version"] == _current_version(app_url)
+        # the location comes back from the SatelliteIndex deployment with the candidates it searched
+        deep = candidates_in_process(world, index, image, "drone", 5)
+        assert_same_location(answer["location"], estimate_location(deep, "drone", meta).to_dict())
+        assert "fusion" not in answer and "refine" not in answer
+    assert [answer["timings_ms"]["batch"] for answer in answers] == [4, 4, 4, 4]
+    fused = answers[3]
+    assert fused["fusion"]["method"] == "agreement" and len(fused["fusion"]["weights"]) == 2
+    assert sum(fused["fusion"]["weights"]) == pytest.approx(1.0)
+    assert fused["location"]["method"] in ("unknown", "fused", "refined", "top1")
+    # refinement through the deployment is tested where the index's scores can place a photo (above)
+
+
+def _encoder_searching_through_the_deployment(world: ServedWorld) -> Any:
+    """A QueryEncoder replica object in this process with no index of its own (`colocated_search:
+    false`): it searches through the running application's SatelliteIndex deployment."""
     from ray import serve
 
     from serve.encoder import QueryEncoder
@@ -537,26 +764,13 @@ def test_an_encoder_without_its_own_index_searches_through_satellite_index(app_u
 
     index = serve.get_deployment_handle("SatelliteIndex", app_name=APP_NAME)
     pinned, fingerprint = weights.pin(world.encoder)
-    encoder = QueryEncoder.func_or_class(pinned, fingerprint, {"max_batch_size": 4}, None, None, index)
-    drone = [query_of(queries, "drone", n)["image"] for n in range(3)]
-    size = encoder.spec.size("drone")
-    arrays = [decode_checked(image, size, ImageLimits()) for image in drone]
-
-    # the batch body itself (`@serve.batch` needs a replica around it): three requests, one batch
-    batch = [("drone", [array], 5, None, time.perf_counter()) for array in arrays]
-    answers = asyncio.run(encoder._localize_batch.__wrapped__(encoder, batch))
-    for image, answer in zip(drone, answers, strict=True):
-        ids, scores = expected_top(world, image, "drone", 5)
-        assert [c["tile_id"] for c in answer["candidates"]] == ids
-        np.testing.assert_allclose([c["score"] for c in answer["candidates"]], scores, atol=1e-4)
-        assert answer["version"] == _current_version(app_url)
-    assert [answer["timings_ms"]["batch"] for answer in answers] == [3, 3, 3]
+    return QueryEncoder.func_or_class(pinned, fingerprint, {"max_batch_size": 4}, None, None, index)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp_path: Path) -> None:
+def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, world, queries, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"no browser: {CHROMIUM} is missing (make test installs Debian's chromium where apt can)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -584,6 +798,9 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             page.get_by_test_id("served").filter(has_text="index").wait_for()
             page.get_by_test_id("images").set_input_files(photos)
             assert page.get_by_test_id("previews").locator("img").count() == 2
+            assert page.get_by_test_id("fusion-method").locator("option").first.inner_text() == (
+                f"service default ({_configured('fusion')})"
+            )
             page.get_by_test_id("modality").select_option("drone")
             page.get_by_test_id("k").fill("4")
             page.get_by_test_id("localize").click()
@@ -605,6 +822,9 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             assert -1.0 <= first_score <= 1.0
             assert "," in candidates.nth(0).get_by_test_id("coords").inner_text()
             _map_places_the_candidates(page, candidates)
+            _page_shows_the_location(page, localized.json())
+            fusion = page.get_by_test_id("fusion").inner_text()  # a set of two: how it was fused
+            assert f"2 photos fused by {_configured('fusion')}" in fusion and "photo 2: 0." in fusion
             page.screenshot(path=str(tmp_path / "map.png"), full_page=True)
             candidates.nth(1).click()
             second = candidates.nth(1).get_attribute("data-tile-id")
@@ -619,6 +839,22 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
             assert POOLED in page.get_by_test_id("notes").inner_text()
             heatmap = page.get_by_test_id("heatmap").get_attribute("src") or ""
             assert heatmap.startswith("data:image/png;base64,")
+            # on a version whose scores separate places: the estimate on the map, marker and circle
+            serving = _current_version(app_url)
+            reliable = _publish_edited(world, serving, _reliable)
+            try:
+                assert _wait_until_serving(app_url, reliable, query_of(queries, "drone")["image"])
+                before = len(responses)
+                page.get_by_test_id("fusion-method").select_option("agreement")
+                page.get_by_test_id("localize").click()
+                page.get_by_test_id("location-marker").wait_for()
+                answer = next(r for r in responses[before:] if urlsplit(r.url).path == "/v1/localize").json()
+                assert answer["index"]["version"] == reliable
+                _page_shows_the_location(page, answer)
+                assert "fused by agreement" in page.get_by_test_id("fusion").inner_text()
+                page.screenshot(path=str(tmp_path / "location.png"), full_page=True)
+            finally:
+                point_current(IndexLocation(world.store, world.index), serving)
             page.get_by_test_id("images").set_input_files([str(bad)])
             page.get_by_test_id("localize").click()
             error = page.get_by_test_id("error")
@@ -631,6 +867,40 @@ def test_web_page_localizes_a_set_and_explains_a_candidate(app_url, queries, tmp
     statuses = {urlsplit(response.url).path: response.status for response in responses}
     for vendored in ("leaflet.js", "leaflet.css"):
         assert statuses.get(f"/static/vendor/leaflet/{vendored}") == 200, statuses
+
+
+def _page_shows_the_location(page: Any, body: dict[str, Any]) -> None:
+    """The caption states the answer's location (lat/lon, radius, coverage, method), and the map has its
+    marker and radius circle, inside the map's frame; an unknown one: no marker, and the reason."""
+    location = body["location"]
+    caption = page.get_by_test_id("location")
+    assert caption.is_visible()
+    text = page.get_by_test_id("location-text").inner_text()
+    marker, circle = page.get_by_test_id("location-marker"), page.get_by_test_id("location-circle")
+    if location["method"] == "unknown":
+        assert "unknown" in text.lower() and marker.count() == 0 and circle.count() == 0
+        assert page.get_by_test_id("location-reason").inner_text() == location["reason"]
+        return
+    assert f"{location['lat']:.5f}, {location['lon']:.5f}" in text and location["method"] in text
+    assert f"{round(location['coverage'] * 100)} %" in text
+    radius = location["radius_m"]
+    assert (f"{round(radius)} m" if radius < 1000 else " km") in text
+    assert marker.count() == 1 and circle.count() == 1
+    assert float(marker.get_attribute("data-lat") or "nan") == pytest.approx(location["lat"])
+    assert float(marker.get_attribute("data-lon") or "nan") == pytest.approx(location["lon"])
+    assert float(circle.get_attribute("data-radius-m") or "nan") == pytest.approx(radius)
+    frame, dot, ring = (
+        page.get_by_test_id("map").bounding_box(),
+        marker.bounding_box(),
+        circle.bounding_box(),
+    )
+    assert frame and dot and ring, "the map, the marker or the circle is not laid out"
+    centre = (dot["x"] + dot["width"] / 2, dot["y"] + dot["height"] / 2)
+    assert frame["x"] <= centre[0] <= frame["x"] + frame["width"]
+    assert frame["y"] <= centre[1] <= frame["y"] + frame["height"]
+    # the circle is drawn around the marker, at the radius's scale on the map (a few pixels at least)
+    assert ring["x"] <= centre[0] <= ring["x"] + ring["width"] and ring["width"] > 4
+    assert ring["width"] == pytest.approx(ring["height"], rel=0.05)
 
 
 def _same_host_only(route: Any, host: str, requested: list[str]) -> None:
