@@ -152,18 +152,31 @@ def test_oracle_queries_that_are_their_tiles_score_100(
         raw.file(f"sat/t{i}.jpg", _smooth_image(i, quality=95))
         raw.file(f"drone/q{i}.jpg", _smooth_image(i, quality=70))  # other bytes: not a duplicate
         raw.row(f"drone/q{i}.jpg", "drone", f"sat/t{i}.jpg", f"loc{i}", split="test")
+    # sets: places 0-2 get a second copy of their own view and a photo of another place (the odd one out)
+    for i in range(3):
+        raw.file(f"set/q{i}b.jpg", _smooth_image(i, quality=80))
+        raw.file(f"set/q{i}x.jpg", _smooth_image(i + 5, quality=75))
+        raw.row(f"set/q{i}b.jpg", "drone", f"sat/t{i}.jpg", f"loc{i}", split="test", set_id=f"s{i}")
+        raw.row(f"set/q{i}x.jpg", "drone", f"sat/t{i}.jpg", f"loc{i}", split="test", set_id=f"s{i}")
+        raw.rows[i]["set_id"] = f"s{i}"
     corpus = _prepare("manifest", str(raw.write_manifest()), tmp_path / "prepared")
 
     result = evaluate(_config(corpus, encoder_uri, experiment_name, "grid_queries=0"))
-    assert result.gallery_size == 10 and result.query_counts == {"drone": 10}
-    assert result.metrics["drone"]["R@1"] == 100.0
-    assert result.metrics["drone"]["AP"] == 100.0
+    assert result.gallery_size == 10 and result.query_counts == {"drone": 16}
+    # every photo of its own place ranks its tile first; the 3 odd ones out show another place
+    assert result.metrics["drone"]["R@1"] == pytest.approx(100.0 * 13 / 16)
+    # scored as sets, agreement fusion discounts the odd photo out and finds every set's place
+    sets = result.sets["drone"]
+    assert sets["sets"] == 3 and sets["agreement"]["R@1"] == 100.0
+    assert sets["agreement"]["AP"] >= sets["mean"]["AP"]
     # a manifest without lat/lon: no distance figure, every query skipped and counted, no crash
     drone = result.distances["drone"]
-    assert drone.methods == {} and drone.skipped["queries_without_coordinates"] == 10
+    assert drone.methods == {} and drone.skipped["queries_without_coordinates"] == 16
     console = Console(width=200, record=True)
     console.print(metrics_table(result))
-    assert "drone: 0 measured, 10 without lat/lon" in console.export_text()
+    printed = console.export_text()
+    assert "drone: 0 measured, 16 without lat/lon" in printed
+    assert "sets of photos" in printed and "100.00 /" in printed
 
 
 def _vigor_oracle(root: Path, places: int = 6) -> Path:

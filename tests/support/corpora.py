@@ -30,10 +30,13 @@ class RawCorpus:
     def write_manifest(self, name: str = "manifest.csv") -> Path:
         path = self.root / name
         with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
+            # optional columns (gsd_m, set_id, ...) only when a row gives them
+            extra = sorted({c for row in self.rows for c in row} - set(MANIFEST_COLUMNS))
+            columns = [*MANIFEST_COLUMNS, *extra]
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             for row in self.rows:
-                writer.writerow({c: row.get(c, "") for c in MANIFEST_COLUMNS})
+                writer.writerow({c: row.get(c, "") for c in columns})
         return path
 
 

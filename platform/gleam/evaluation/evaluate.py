@@ -18,6 +18,8 @@ every tile it holds) and compared with exact search over the same vectors: see `
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from gleam.corpus.reader import open_corpus
@@ -28,6 +30,7 @@ from gleam.evaluation.grid import GRID_TOP_K, search_grid
 from gleam.evaluation.locate import CROSS_FITTED, distances_json, exact_distances, exact_inputs, log_distances
 from gleam.evaluation.metric_log import log_modality
 from gleam.evaluation.result import EvaluationResult
+from gleam.evaluation.sets import exact_scorer, log_sets, modality_set_metrics
 from gleam.evaluation.split import (
     EmptySplitError,
     gallery_spread,
@@ -71,6 +74,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         search = exact_search(index, gallery.ids)
         geometry = tile_geometry(corpus, gallery.ids)
         located = {}
+        sets: dict[str, dict[str, Any]] = {}
         for modality in modalities:
             queries = split_queries(
                 corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
@@ -81,6 +85,11 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
             )
             counts[modality.value] = len(queries.ids)
             log_modality(run, modality.value, metrics[modality.value])
+            scorer = exact_scorer(index, gallery.ids, config.ks, config.one_percent)
+            found_sets = modality_set_metrics(corpus, config.split, modality, queries, scorer)
+            if found_sets is not None:
+                sets[modality.value] = found_sets
+                log_sets(run, modality.value, found_sets)
             refine_with = (encoder, spec) if config.refine else None
             located[modality.value] = exact_inputs(
                 corpus, search, gallery, geometry, queries, modality.value, refine_with
@@ -99,6 +108,7 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
                 "metrics": metrics,
                 "spread": spread.to_dict(),
                 "distances": distances_json(distances, CROSS_FITTED),
+                "sets": sets,
             },
             "metrics.json",
         )
@@ -113,4 +123,5 @@ def evaluate(config: EvaluateConfig) -> EvaluationResult:
         one_percent=config.one_percent,
         distances=distances,
         location_fit=CROSS_FITTED,
+        sets=sets or None,
     )

@@ -25,14 +25,32 @@ from rich.table import Table
 
 from gleam.evaluation.distance import WITHIN_M
 from gleam.evaluation.result import EvaluationResult
+from gleam.retrieval.fusion import FUSIONS
 from gleam.retrieval.metrics import HIT_RATE
 
 
 def metrics_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> RenderableType:
     """The retrieval table, and the distance-error table under it when distances were measured."""
     table = comparison_table(result, ks) if result.index is not None else retrieval_table(result, ks)
-    distances = distance_table(result)
-    return table if distances is None else Group(table, distances)
+    extra = [part for part in (distance_table(result), sets_table(result)) if part is not None]
+    return Group(table, *extra) if extra else table
+
+
+def sets_table(result: EvaluationResult) -> Table | None:
+    """Sets scored as sets (queries sharing a set_id fused into one), per fusion; None without sets."""
+    if not result.sets:
+        return None
+    methods = [m for m in FUSIONS if any(m in found for found in result.sets.values())]
+    table = Table(title="sets of photos (one set_id), each fused into one query: R@1 / R@5 / AP")
+    for column in ["modality", "sets", *methods]:
+        table.add_column(column, justify="left" if column == "modality" else "right")
+    for modality, found in result.sets.items():
+        cells = [
+            " / ".join(f"{found[m].get(name, float('nan')):.2f}" for name in ("R@1", "R@5", "AP"))
+            for m in methods
+        ]
+        table.add_row(modality, str(found.get("sets", 0)), *cells)
+    return table
 
 
 def retrieval_table(result: EvaluationResult, ks: Sequence[int] = (1, 5, 10)) -> Table:

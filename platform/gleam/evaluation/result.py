@@ -7,6 +7,7 @@ importing each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gleam.retrieval.spread import Spread
 
@@ -60,6 +61,8 @@ class EvaluationResult:
     # radius came from (the index's, fitted at build, or 2-fold cross-fitting on the evaluated split)
     distances: dict[str, DistanceErrors] | None = field(default=None)
     location_fit: str | None = None
+    # sets scored as sets per modality: {"mean": metrics, "agreement": metrics, "sets": n} (None: no sets)
+    sets: dict[str, dict[str, Any]] | None = field(default=None)
 
     @property
     def chance_r1(self) -> float:

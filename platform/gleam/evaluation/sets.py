@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from gleam.corpus.reader import PreparedCorpus
 from gleam.corpus.schema import SET_ID, Modality
+from gleam.evaluation.metric_log import log_modality
 from gleam.retrieval.fusion import FUSIONS, fuse_set
 from gleam.retrieval.metrics import OnePercent
 from gleam.retrieval.search import SearchFn, list_metrics, search_metrics
@@ -144,3 +145,10 @@ def modality_set_metrics(
     if set_ids is None:
         return None
     return set_metrics(score, queries.vectors, queries.labels, set_ids)
+
+
+def log_sets(run: Any, modality: str, found: dict[str, Any], prefix: str = "") -> None:
+    """One modality's set metrics to the run: `<prefix>sets.<method>.<modality>.R_at_1`, ..."""
+    for method in FUSIONS:
+        if method in found:
+            log_modality(run, modality, found[method], f"{prefix}sets.{method}.")

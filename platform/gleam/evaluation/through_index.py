@@ -31,6 +31,7 @@ from gleam.evaluation.grid import GRID_TOP_K, search_grid
 from gleam.evaluation.locate import distances_json, index_distances, index_fit, index_geometry, log_distances
 from gleam.evaluation.metric_log import log_modality
 from gleam.evaluation.result import EvaluationResult, IndexComparison
+from gleam.evaluation.sets import list_scorer, log_sets, modality_set_metrics
 from gleam.evaluation.split import EmptySplitError, gallery_spread, split_queries, split_semi_positives
 from gleam.index.catalog import IndexChecksumError, OpenedIndex, open_index
 from gleam.index.layout import IndexLocation
@@ -117,6 +118,7 @@ def evaluate_through(
     counts: dict[str, int] = {}
     geometry = index_geometry(opened)
     distances = {}
+    sets: dict[str, dict[str, Any]] = {}
     for modality in modalities:
         queries = split_queries(
             corpus, config.split, modality, encoder, spec, config.batch_size, config.precision
@@ -146,6 +148,11 @@ def evaluate_through(
         log_modality(run, name, found[name], "index.")
         log_modality(run, name, exact_metrics[name], "exact.")
         log_modality(run, name, gaps[name], "gap.")
+        scorer = list_scorer(opened.search, gallery.ids, depth, config.ks, config.one_percent)
+        found_sets = modality_set_metrics(corpus, config.split, modality, queries, scorer)
+        if found_sets is not None:
+            sets[name] = found_sets
+            log_sets(run, name, found_sets, "index.")
         refine_with = (encoder, spec) if config.refine else None
         distances[name] = index_distances(corpus, opened, geometry, queries, name, refine_with)
         if config.grid_queries and run.active:
@@ -172,6 +179,7 @@ def evaluate_through(
             "metrics": {"index": found, "exact": exact_metrics, "gap": gaps},
             "spread": spread.to_dict(),
             "distances": distances_json(distances, index_fit(opened)),
+            "sets": sets,
         },
         "metrics.json",
     )
@@ -187,4 +195,5 @@ def evaluate_through(
         one_percent=config.one_percent,
         distances=distances,
         location_fit=index_fit(opened),
+        sets=sets or None,
     )
