@@ -181,7 +181,7 @@ def _serve_and_ask(encoder: str, index: str, store: str, corpus_uri: str, consol
         url = start(load_config(args={"encoder": encoder, "index": index, "store": store}, port=port))
     try:
         queries = open_corpus(corpus_uri).read(
-            "queries", ["query_id", "modality", "tile_id", "image"], pc.field("split") == "test"
+            "queries", ["query_id", "modality", "tile_id", "lat", "lon", "image"], pc.field("split") == "test"
         )
         ids = sorted(queries["query_id"].to_pylist())
         drawn = random.SystemRandom().choice(ids)  # any held-out photo: no cherry-picking
@@ -219,6 +219,7 @@ def _serve_and_ask(encoder: str, index: str, store: str, corpus_uri: str, consol
             )
         console.print(table)
         console.print(_verdict(query["tile_id"], ranks), highlight=False)
+        console.print(_where(answer.get("location") or {}, query), highlight=False)
         explanation = answer.get("explanation") or {}
         verdict = {True: "same place", False: "not the same place", None: "no verdict"}[
             explanation.get("match")
@@ -244,3 +245,19 @@ def _verdict(true_tile: str, ranked: list[str]) -> str:
     if true_tile in ranked:
         return f"WRONG at rank 1: the true tile is at rank {ranked.index(true_tile) + 1} of {len(ranked)}"
     return f"WRONG: the true tile is not in the top {len(ranked)}"
+
+
+def _where(location: dict, query: dict) -> str:
+    """The answer's location estimate in one line, and how far it is from where the photo was taken."""
+    if location.get("lat") is None or location.get("lon") is None:
+        return f"where: position unknown ({location.get('method', 'no estimate')}): {location.get('reason')}"
+    from gleam.geo import distance_m
+
+    line = (
+        f"where: {location['lat']:.5f}, {location['lon']:.5f} within {location['radius_m']:.0f} m "
+        f"({location['coverage']:.0%} of validation photos fall that close; method {location['method']})"
+    )
+    if query.get("lat") is not None and query.get("lon") is not None:
+        off = distance_m(location["lat"], location["lon"], query["lat"], query["lon"])
+        line += f"; the photo was taken {off:.0f} m from it"
+    return line

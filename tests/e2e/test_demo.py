@@ -129,9 +129,12 @@ def test_make_demo_in_a_clean_copy_learns_publishes_and_serves(tmp_path: Path) -
     assert re.search(r"^(RIGHT|WRONG)", output, re.MULTILINE)
     calibration = meta["calibration"]
     at_chance = calibration_for(calibration, asked.group(1))[0]["at_chance"]  # own, or pooled when too few
-    if at_chance:  # a score that cannot tell right from wrong matches must not call one
+    if at_chance:  # a score that cannot tell right from wrong matches must not call one, nor place it
         assert "why (top candidate, from evidence): no verdict, confidence n/a" in flat
         assert "cannot confirm a match" in flat
-    else:
+        assert "where: position unknown (unknown):" in flat
+    else:  # a reliable modality can still be unknown (e.g. no fitted radius), but never a bare guess
+        known = r"-?\d+\.\d{5}, -?\d+\.\d{5} within \d+ m .*the photo was taken \d+ m from it"
+        assert re.search(rf"where: (position unknown \(unknown\)|{known})", flat)
         verdict = r"why \(top candidate, from evidence\): (not )?the same place, confidence [01]\.\d\d"
         assert re.search(verdict, flat)
