@@ -62,9 +62,10 @@ class ServeArgs(StrictModel):
         " false for an index too large to hold in every encoder replica: one SatelliteIndex call per batch",
     )
     fusion: Fusion = Field(
-        "mean",
+        "agreement",
         description="how a set of photos becomes one query vector when a request does not say"
-        " (gleam.retrieval.fusion): the plain normalised mean, or weighted by each photo's agreement",
+        " (gleam.retrieval.fusion): weighted by each photo's agreement with the rest (the default: it"
+        " found more sets' places when one photo was of another place, docs/evaluation.md), or the mean",
     )
     refine: Refine = Field(
         False,

@@ -108,7 +108,7 @@ def test_fusion_and_refine_fields_default_to_the_service_settings_and_name_thems
 def test_the_service_offers_the_fusions_the_library_has() -> None:
     assert typing.get_args(Fusion) == FUSIONS
     args = ServeArgs()
-    assert (args.fusion, args.refine) == ("mean", False)
+    assert (args.fusion, args.refine) == ("agreement", False)
     assert ServeArgs(refine="auto").refine == "auto" and ServeArgs(refine=True).refine is True
     with pytest.raises(ValueError, match="fusion"):
         ServeArgs(fusion="median")

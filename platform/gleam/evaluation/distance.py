@@ -75,7 +75,7 @@ class QueryErrors:
     would be served with, and whether serving would give a position at all (`served_known`).
 
     "refined" is the estimate served with refinement on: the heatmap's peak where refinement applies
-    (the top tile leads the winning neighbourhood and has a gsd_m), the fused point elsewhere, each with
+    (the top tile has a gsd_m), the fused point elsewhere, each with
     its own radius, so it compares with "fused" over the same queries."""
 
     errors: dict[str, np.ndarray]
@@ -168,7 +168,7 @@ def query_errors(
             if refine is not None:
                 # with refinement on, the estimate served: the heatmap's peak where it applies, else fused
                 point["refined"] = fused.latlon
-                if fused.holds_top and _known(top[0].get("gsd_m")):
+                if _known(top[0].get("gsd_m")):
                     offset = refine(i, top[0])
                 if offset is not None:
                     point["refined"] = geo.offset_to_latlon(top[0]["lat"], top[0]["lon"], *offset)

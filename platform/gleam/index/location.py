@@ -8,13 +8,17 @@ stated share of validation errors), and says "unknown" when the index cannot tel
   the query's modality (`gleam.explain.confidence.ConfidenceModel`, via `gleam.index.calibrate`): p_i =
   P(same place | similarity), with the pooled calibration as fallback, exactly what the evidence answer
   uses.
-- **Fusion.** Candidates are grouped by neighbourhood: the tiles whose centres lie within one tile
-  footprint (gsd_m x width, the largest of the top candidates with a known footprint) of a seed
-  candidate. The neighbourhood with the most probability mass wins, and the estimate is the p-weighted
-  mean of its centres in local metres (`gleam.geo`). Overlapping tiles of a raster index and near
-  neighbours pull the estimate together; a distant look-alike forms its own neighbourhood and never
-  averages into a point between two places. A plain p-weighted mean of all candidates was the other
-  option and is wrong exactly there (two cities 30 km apart give a point in a field between them).
+- **Fusion.** The top-1 tile anchors the estimate: the candidates whose centres lie within one tile
+  footprint (gsd_m x width, the largest of the top candidates with a known footprint) of it form its
+  neighbourhood, and the estimate is the p-weighted mean of their centres in local metres (`gleam.geo`).
+  Overlapping tiles of a raster index and near neighbours pull the estimate together; a distant
+  look-alike is outside the neighbourhood and never averages into a point between two places (a plain
+  p-weighted mean of all candidates is wrong exactly there: two cities 30 km apart give a point in a
+  field between them). Choosing instead the neighbourhood with the most probability mass was measured
+  and dropped: the fitted probabilities come from a candidate's absolute similarity, which carries less
+  than its rank (on the synthetic world a streetmap encoder with R@1 51 % had a calibration at chance,
+  p ~ 0.5 everywhere), so the densest cluster of candidates won and the median error grew from 8 m
+  (top-1) to 976 m (docs/benchmarks.md, "Location in metres").
   Without a footprint (gsd_m unknown) there is no scale for "near", so the estimate is the top-1 centre
   (method "top1", with the reason).
 - **Refinement.** The evidence heatmap's peak on the top tile (`peak_offset_m`: a soft-argmax around the
@@ -22,8 +26,7 @@ stated share of validation errors), and says "unknown" when the index cannot tel
   transform, which resizes the whole tile to the feature grid's input without cropping) is an absolute
   position inside the top tile: refined = top-tile centre + peak offset (method "refined"), kept beside
   the fused point (`fused`) so its effect can be measured. It is not added to the fused point, which
-  would count the pull towards the neighbours twice, and it is not used when the top tile is outside the
-  winning neighbourhood (its heatmap then says where a look-alike matches, not where the photo is).
+  would count the pull towards the neighbours twice.
 - **Radius.** Fitted at index build (`fit_location` on the calibration's validation queries, one error
   per query and method: the distance of each estimate to the query's own lat/lon) as the split-conformal
   quantile of the errors at `coverage` (the ceil((n + 1) * coverage)-th smallest error), so on new
@@ -141,12 +144,7 @@ def estimate_location(
         return _answer(fitted, modality, "top1", top1, coverage, point.reason, None, None)
     reason = None
     if refinement_m is not None:
-        if not point.holds_top:
-            reason = (
-                "The top tile lies outside the most probable neighbourhood of candidates, so its "
-                "heatmap does not refine the estimate."
-            )
-        elif not _radius(fitted, modality, "refined"):
+        if not _radius(fitted, modality, "refined"):
             reason = "No radius was fitted for refined estimates on this index, so the fused one is given."
         else:
             east, north = (float(v) for v in refinement_m)
@@ -157,16 +155,15 @@ def estimate_location(
 
 @dataclass(frozen=True)
 class FusedPoint:
-    """The fused position, how it was made, and whether the top-1 tile is part of it."""
+    """The fused position and how it was made."""
 
     latlon: tuple[float, float]
     method: str  # "fused" or "top1"
-    holds_top: bool
     reason: str | None = None
 
 
 def fuse(candidates: Sequence[dict], probabilities: np.ndarray) -> FusedPoint:
-    """The p-weighted mean centre of the neighbourhood with the most probability mass (see module doc).
+    """The p-weighted mean centre of the top-1 tile's neighbourhood (see module doc).
 
     `candidates[0]` (the top-1) must have coordinates; candidates without any are left out.
     """
@@ -177,7 +174,6 @@ def fuse(candidates: Sequence[dict], probabilities: np.ndarray) -> FusedPoint:
         return FusedPoint(
             top1,
             "top1",
-            True,
             "The tiles' ground size (gsd_m) is unknown, so neighbouring candidates cannot be told from "
             "distant ones: the estimate is the top tile's centre.",
         )
@@ -188,10 +184,7 @@ def fuse(candidates: Sequence[dict], probabilities: np.ndarray) -> FusedPoint:
     east, north = geo.latlon_to_offset(top1[0], top1[1], lat, lon)
     east, north = np.atleast_1d(east), np.atleast_1d(north)
     apart = np.hypot(east[:, None] - east[None, :], north[:, None] - north[None, :])
-    near = apart <= footprint
-    mass = near @ p
-    seed = int(np.argmax(mass))  # ties: the better-ranked seed
-    members = near[seed]
+    members = apart[0] <= footprint  # keep[0] is the top-1: it has coordinates
     weights = p[members]
     total = float(weights.sum())
     if total <= 0:
@@ -199,7 +192,7 @@ def fuse(candidates: Sequence[dict], probabilities: np.ndarray) -> FusedPoint:
     e = float(weights @ east[members]) / total
     n = float(weights @ north[members]) / total
     latlon = geo.offset_to_latlon(top1[0], top1[1], e, n)
-    return FusedPoint((float(latlon[0]), float(latlon[1])), "fused", bool(members[0]))
+    return FusedPoint((float(latlon[0]), float(latlon[1])), "fused")
 
 
 def footprint_m(candidates: Sequence[dict]) -> float | None:

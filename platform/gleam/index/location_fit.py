@@ -93,7 +93,7 @@ def fit_on_queries(
             if point.method != "fused":
                 continue
             own["fused"].append(_error(row, point.latlon))
-            if point.holds_top and row["query_id"] in refine and _known(top.get("gsd_m")):
+            if row["query_id"] in refine and _known(top.get("gsd_m")):
                 pending.append((modality, row, top))
     _refined_errors(pending, errors, sampled, corpus, model_and_spec)
     fitted = fit_location(errors, coverage, k, left_out, sampled.split)
