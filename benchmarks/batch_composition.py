@@ -13,13 +13,11 @@ docs/benchmarks.md (with `--no-doc`, only printed).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from report import append_section, markdown_table
+from report import append_section, markdown_table, scratch_platform
 from worlds import prepare_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,12 +43,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    with tempfile.TemporaryDirectory(prefix="gleam-batching-") as tmp:
-        root = Path(tmp)
-        os.environ["GLEAM_HOME"] = str(root / "home")
-        os.environ.pop("GLEAM_STORE", None)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    with scratch_platform("gleam-batching-") as root:
         body = run(args, root)
     print(body)
     if not args.no_doc:

@@ -35,14 +35,12 @@ printed).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import append_section, markdown_table
+from report import append_section, markdown_table, scratch_platform
 from worlds import prepare_world
 
 SIZES = {m: [64, 64] for m in ("satellite", "drone", "streetmap", "ground")} | {"panorama": [128, 64]}
@@ -89,12 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    with tempfile.TemporaryDirectory(prefix="gleam-location-") as tmp:
-        root = Path(tmp)
-        os.environ["GLEAM_HOME"] = str(root / "home")
-        os.environ.pop("GLEAM_STORE", None)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    with scratch_platform("gleam-location-") as root:
         body = run(args, root)
     print(body)
     if not args.no_doc:

@@ -11,6 +11,9 @@ import os
 import platform as _platform
 import shlex
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -59,3 +62,16 @@ def append_section(title: str, body: str, doc: Path = DOC) -> None:
     with doc.open("a") as handle:
         handle.write(section)
     print(section)
+
+
+@contextmanager
+def scratch_platform(prefix: str) -> Iterator[Path]:
+    """A temporary folder holding the run's GLEAM_HOME (store under it) and sqlite MLflow, deleted after:
+    a benchmark never touches the user's store or tracking server."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        root = Path(tmp)
+        os.environ["GLEAM_HOME"] = str(root / "home")
+        os.environ.pop("GLEAM_STORE", None)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        yield root
